@@ -1,0 +1,217 @@
+"""Protocol v1 of the pairing relay: the one place its facts are defined.
+
+Handlers, tests, the Python clients and (through a checked copy) the browser page
+take the code alphabet, limits, error codes and message shapes from here.
+See docs/PROTOCOL.md for the prose version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+PROTOCOL_VERSION: Final = 1
+
+# Codes: 6 characters, with 0 O 1 I L left out so that a code read aloud or
+# typed from a screen cannot be mistaken for another.
+CODE_ALPHABET: Final = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH: Final = 6
+# Characters a person may type between code characters; dropped when normalising.
+CODE_SEPARATORS: Final = " -"
+
+CLIENT_ID_MAX_LENGTH: Final = 128
+MAC_PEER: Final = "mac"  # the "from" of frames sent by the mac-client
+
+# API Gateway's own limits (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
+MAX_FRAME_BYTES: Final = 32 * 1024
+MAX_MESSAGE_BYTES: Final = 128 * 1024
+IDLE_TIMEOUT_SECONDS: Final = 10 * 60
+MAX_CONNECTION_SECONDS: Final = 2 * 60 * 60
+
+# Defaults of the template's parameters (the deployed values arrive as environment).
+DEFAULT_MAX_BROWSERS: Final = 8
+DEFAULT_MAX_AUTH_ATTEMPTS: Final = 5
+# A session cannot outlive its mac-client's connection; the margin covers clock skew
+# and a $disconnect that arrives late.
+DEFAULT_SESSION_TTL_SECONDS: Final = MAX_CONNECTION_SECONDS + 10 * 60
+DEFAULT_MAX_CODE_ATTEMPTS: Final = 10
+DEFAULT_COUNTER_SHARDS: Final = 10
+
+
+class Action(StrEnum):
+    REGISTER = "register"
+    AUTH = "auth"
+    SEND = "send"
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_ACTION = "unknown_action"
+    INVALID_CODE = "invalid_code"
+    ALREADY_BOUND = "already_bound"
+    NOT_BOUND = "not_bound"
+    UNKNOWN_PEER = "unknown_peer"
+    SESSION_FULL = "session_full"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PEER_GONE = "peer_gone"
+    INTERNAL_ERROR = "internal_error"
+
+
+ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
+    ErrorCode.BAD_REQUEST: "The message is not valid for this action.",
+    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth or send.",
+    ErrorCode.INVALID_CODE: "That code does not match an open session.",
+    ErrorCode.ALREADY_BOUND: "This connection is already part of a session.",
+    ErrorCode.NOT_BOUND: "Register or authenticate before sending.",
+    ErrorCode.UNKNOWN_PEER: "No browser with that peer id in this session.",
+    ErrorCode.SESSION_FULL: "This session has no room for another browser.",
+    ErrorCode.TOO_MANY_ATTEMPTS: "Too many failed attempts; the connection will be closed.",
+    ErrorCode.PAYLOAD_TOO_LARGE: "The frame is too large to deliver.",
+    ErrorCode.PEER_GONE: "The other end has disconnected.",
+    ErrorCode.INTERNAL_ERROR: "The relay could not complete the request; try again.",
+}
+
+
+class MessageType(StrEnum):
+    REGISTERED = "registered"
+    AUTHENTICATED = "authenticated"
+    PEER_JOINED = "peer_joined"
+    PEER_LEFT = "peer_left"
+    SESSION_CLOSED = "session_closed"
+    FRAME = "frame"
+    ERROR = "error"
+
+
+Message = dict[str, Any]
+
+
+def encode(message: Message) -> str:
+    """Serialise a relay -> client message the way it goes on the wire."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def encoded_size(message: Message) -> int:
+    return len(encode(message).encode("utf-8"))
+
+
+def registered(code: str) -> Message:
+    return {"type": MessageType.REGISTERED.value, "code": code}
+
+
+def authenticated(code: str, peer: str) -> Message:
+    return {"type": MessageType.AUTHENTICATED.value, "code": code, "peer": peer}
+
+
+def peer_joined(peer: str) -> Message:
+    return {"type": MessageType.PEER_JOINED.value, "peer": peer}
+
+
+def peer_left(peer: str) -> Message:
+    return {"type": MessageType.PEER_LEFT.value, "peer": peer}
+
+
+def session_closed() -> Message:
+    return {"type": MessageType.SESSION_CLOSED.value}
+
+
+def frame(sender: str, data: Any) -> Message:
+    return {"type": MessageType.FRAME.value, "from": sender, "data": data}
+
+
+def error(code: ErrorCode, message: str | None = None) -> Message:
+    return {
+        "type": MessageType.ERROR.value,
+        "error": code.value,
+        "message": message or ERROR_MESSAGES[code],
+    }
+
+
+def normalise_code(raw: str) -> str:
+    """What a person typed, as the relay compares it: trimmed, upper case, no spaces or dashes."""
+    return "".join(ch for ch in raw.strip().upper() if ch not in CODE_SEPARATORS)
+
+
+def is_well_formed_code(code: str) -> bool:
+    return len(code) == CODE_LENGTH and all(ch in CODE_ALPHABET for ch in code)
+
+
+def redact_code(code: str) -> str:
+    """A code as it may appear in logs: enough to correlate, too little to join."""
+    return code[:2] + "*" * max(len(code) - 2, 0)
+
+
+# ---- client -> relay -------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """A client message that cannot be acted on; carries the error reply to send."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        super().__init__(message or ERROR_MESSAGES[code])
+        self.code = code
+        self.reply = error(code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    code: str  # as typed; normalise_code() before use
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    data: Any
+    to: str | None = None
+
+
+ClientRequest = RegisterRequest | AuthRequest | SendRequest
+
+
+def decode_client_message(body: str | None) -> dict[str, Any]:
+    """Parse a text frame into a JSON object with a string `action`, or raise ProtocolError."""
+    if body is None or body == "":
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "Empty message; send a JSON object.")
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "Messages must be JSON objects.") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "Messages must be JSON objects.")
+    action = message.get("action")
+    if not isinstance(action, str):
+        raise ProtocolError(ErrorCode.UNKNOWN_ACTION, "Messages need a string `action`.")
+    return message
+
+
+def parse_client_message(body: str | None) -> ClientRequest:
+    """Turn a client's text frame into a typed request, or raise ProtocolError."""
+    message = decode_client_message(body)
+    action = message["action"]
+    if action == Action.REGISTER:
+        client_id = message.get("client_id")
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= CLIENT_ID_MAX_LENGTH:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"register needs `client_id`, a string of 1 to {CLIENT_ID_MAX_LENGTH} characters.",
+            )
+        return RegisterRequest(client_id=client_id)
+    if action == Action.AUTH:
+        code = message.get("code")
+        if not isinstance(code, str):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "auth needs `code`, a string.")
+        return AuthRequest(code=code)
+    if action == Action.SEND:
+        if "data" not in message:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "send needs `data`, any JSON value.")
+        to = message.get("to")
+        if to is not None and not isinstance(to, str):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` must be a peer id string.")
+        return SendRequest(data=message["data"], to=to)
+    raise ProtocolError(ErrorCode.UNKNOWN_ACTION)
