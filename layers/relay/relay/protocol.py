@@ -44,6 +44,10 @@ class Action(StrEnum):
     REGISTER = "register"
     AUTH = "auth"
     SEND = "send"
+    # Keepalive: API Gateway closes a connection after 10 idle minutes, and WebSocket
+    # pings do not count as activity, so clients send this. It has no route of its own
+    # and is answered by the $default function with {"type":"pong"}.
+    PING = "ping"
 
 
 class ErrorCode(StrEnum):
@@ -62,7 +66,7 @@ class ErrorCode(StrEnum):
 
 ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.BAD_REQUEST: "The message is not valid for this action.",
-    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth or send.",
+    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send or ping.",
     ErrorCode.INVALID_CODE: "That code does not match an open session.",
     ErrorCode.ALREADY_BOUND: "This connection is already part of a session.",
     ErrorCode.NOT_BOUND: "Register or authenticate before sending.",
@@ -82,6 +86,7 @@ class MessageType(StrEnum):
     PEER_LEFT = "peer_left"
     SESSION_CLOSED = "session_closed"
     FRAME = "frame"
+    PONG = "pong"
     ERROR = "error"
 
 
@@ -119,6 +124,10 @@ def session_closed() -> Message:
 
 def frame(sender: str, data: Any) -> Message:
     return {"type": MessageType.FRAME.value, "from": sender, "data": data}
+
+
+def pong() -> Message:
+    return {"type": MessageType.PONG.value}
 
 
 def error(code: ErrorCode, message: str | None = None) -> Message:
@@ -171,7 +180,12 @@ class SendRequest:
     to: str | None = None
 
 
-ClientRequest = RegisterRequest | AuthRequest | SendRequest
+@dataclass(frozen=True, slots=True)
+class PingRequest:
+    pass
+
+
+ClientRequest = RegisterRequest | AuthRequest | SendRequest | PingRequest
 
 
 def decode_client_message(body: str | None) -> dict[str, Any]:
@@ -214,4 +228,6 @@ def parse_client_message(body: str | None) -> ClientRequest:
         if to is not None and not isinstance(to, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` must be a peer id string.")
         return SendRequest(data=message["data"], to=to)
+    if action == Action.PING:
+        return PingRequest()
     raise ProtocolError(ErrorCode.UNKNOWN_ACTION)
