@@ -1,0 +1,392 @@
+"""The mac-client's logic, free of any terminal.
+
+`MacClient` connects to the relay, registers for a session code, keeps the
+connection alive, relays frames, and reconnects with backoff when the connection
+drops. Everything it has to say goes to an event sink (see `events`), and the lines
+to send come from an async iterator, so the CLI, a GUI or a test can drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay import protocol
+from relay.protocol import Action, MessageType
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
+from websockets.uri import parse_uri
+
+from relay_mac import events
+from relay_mac.backoff import Backoff, BackoffPolicy
+from relay_mac.events import Event
+
+DEFAULT_URL = "ws://127.0.0.1:3001"
+# Nine minutes: one application message inside API Gateway's ten idle minutes, with
+# a minute to spare for a slow send. WebSocket pings do not count as activity there.
+DEFAULT_KEEPALIVE_SECONDS = 540.0
+DEFAULT_OPEN_TIMEOUT_SECONDS = 10.0
+DEFAULT_REGISTER_TIMEOUT_SECONDS = 10.0
+
+EventSink = Callable[[Event], None]
+
+
+class StartupError(Exception):
+    """The first connection or registration failed; the message is one line for a person."""
+
+
+class _AttemptFailed(Exception):
+    """A connection attempt failed; carries the one-line explanation."""
+
+
+def new_client_id() -> str:
+    return f"relay-mac-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    url: str = DEFAULT_URL
+    client_id: str = field(default_factory=new_client_id)
+    keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # None: keep trying for as long as the client runs.
+    max_reconnect_attempts: int | None = None
+    open_timeout_seconds: float = DEFAULT_OPEN_TIMEOUT_SECONDS
+    register_timeout_seconds: float = DEFAULT_REGISTER_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keepalive_seconds < protocol.IDLE_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"keepalive must be between 0 and {protocol.IDLE_TIMEOUT_SECONDS} seconds "
+                "(the relay's idle timeout), exclusive"
+            )
+        if not 1 <= len(self.client_id) <= protocol.CLIENT_ID_MAX_LENGTH:
+            raise ValueError(f"client id must be 1 to {protocol.CLIENT_ID_MAX_LENGTH} characters")
+        if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
+            raise ValueError("max reconnect attempts cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One line typed by the person, as a send request."""
+
+    data: Any
+    to: str | None = None  # None: every browser in the session
+
+    def message(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": Action.SEND.value, "data": self.data}
+        if self.to is not None:
+            body["to"] = self.to
+        return body
+
+
+class InputLineError(ValueError):
+    pass
+
+
+def parse_input_line(line: str) -> Outgoing | None:
+    """`text` goes to every browser, `@peer text` to one, `@@text` sends a literal `@text`.
+
+    Blank lines send nothing (None).
+    """
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return None
+    if text.startswith("@@"):
+        return Outgoing(data=text[1:])
+    if text.startswith("@"):
+        peer, _, rest = text[1:].partition(" ")
+        if not peer or not rest:
+            raise InputLineError("To send to one browser, type @peer followed by a space and the text.")
+        return Outgoing(data=rest, to=peer)
+    return Outgoing(data=text)
+
+
+def describe_connect_failure(url: str, exc: BaseException, open_timeout: float) -> str:
+    """One line that says what went wrong, without a traceback."""
+    if isinstance(exc, InvalidURI):
+        return f"{url!r} is not a WebSocket URL; expected ws://host:port or wss://host/stage"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot connect to {url}: connection refused (is the relay running?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot connect to {url}: unknown host {parse_uri(url).host!r}"
+    if isinstance(exc, TimeoutError):
+        return f"cannot connect to {url}: no answer within {open_timeout:g} s"
+    if isinstance(exc, ssl.SSLError):
+        return f"cannot connect to {url}: TLS failed ({exc.reason or exc})"
+    if isinstance(exc, InvalidStatus):
+        return f"the server at {url} refused the WebSocket upgrade (HTTP {exc.response.status_code})"
+    if isinstance(exc, InvalidHandshake):
+        return f"the server at {url} did not answer as a WebSocket relay ({exc})"
+    if isinstance(exc, OSError):
+        return f"cannot connect to {url}: {exc.strerror or exc}"
+    return f"cannot connect to {url}: {exc}"
+
+
+class MacClient:
+    """One mac-client: one session at a time, a new one after each reconnect."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        sink: EventSink,
+        lines: AsyncIterator[str],
+        *,
+        rng: random.Random | None = None,
+        stop_at_end_of_input: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._stop_at_end_of_input = stop_at_end_of_input
+        self._sink = sink
+        self._lines = lines
+        self._backoff = Backoff(settings.backoff, rng)
+        self._stop = asyncio.Event()
+        self.stop_reason = "stopped"
+        self.gave_up = False
+        self._connection: ClientConnection | None = None
+        self.code: str | None = None
+        self.peers: list[str] = []
+        self.sessions = 0
+        # Counted, not reported: the keepalive is invisible to the person by design.
+        self.pings_sent = 0
+        self.pongs_received = 0
+
+    def stop(self, reason: str = "stopped") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until `stop()`, the end of input, or too many failed reconnects.
+
+        Raises StartupError when the very first connection or registration fails:
+        at start a bad URL or a relay that is not running is the person's to fix.
+        """
+        input_task = asyncio.create_task(self._pump_input(), name="relay-mac input")
+        try:
+            await self._run_sessions()
+        finally:
+            input_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await input_task
+            await self._close_connection()
+        self._sink(events.stopped(self.stop_reason))
+
+    async def _run_sessions(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            self._sink(events.connecting(self.settings.url, attempt))
+            try:
+                connection = await self._open_session()
+            except _AttemptFailed as failure:
+                if self.sessions == 0:
+                    raise StartupError(str(failure)) from None
+                self._sink(events.error("connect_failed", str(failure)))
+                if not await self._wait_before_reconnect():
+                    return
+                continue
+            self._backoff.reset()
+            attempt = 0
+            close_code, close_reason = await self._serve(connection)
+            if self._stop.is_set():
+                return
+            self._sink(events.disconnected(close_code, close_reason))
+            if not await self._wait_before_reconnect():
+                return
+
+    async def _wait_before_reconnect(self) -> bool:
+        """Sleep the backoff delay; False when the client should give up instead."""
+        limit = self.settings.max_reconnect_attempts
+        if limit is not None and self._backoff.failures >= limit:
+            self.gave_up = True
+            self.stop(f"gave up after {limit} failed reconnect attempts")
+            return False
+        delay = self._backoff.next_delay()
+        self._sink(events.reconnecting(delay, self._backoff.failures))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=delay)
+        return not self._stop.is_set()
+
+    async def _open_session(self) -> ClientConnection:
+        url = self.settings.url
+        timeout = self.settings.open_timeout_seconds
+        try:
+            connection = await connect(url, open_timeout=timeout, max_size=protocol.MAX_MESSAGE_BYTES)
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise _AttemptFailed(describe_connect_failure(url, exc, timeout)) from exc
+        try:
+            code = await asyncio.wait_for(
+                self._register(connection), timeout=self.settings.register_timeout_seconds
+            )
+        except TimeoutError:
+            await connection.close()
+            raise _AttemptFailed(
+                f"the relay at {url} did not answer the register request within "
+                f"{self.settings.register_timeout_seconds:g} s"
+            ) from None
+        except ConnectionClosed as closed:
+            raise _AttemptFailed(
+                f"the relay at {url} closed the connection before registering ({_close_text(closed)})"
+            ) from None
+        except _AttemptFailed:
+            await connection.close()
+            raise
+        self._connection = connection
+        self.code = code
+        self.peers = []
+        self.sessions += 1
+        self._sink(events.registered(code, self.sessions))
+        return connection
+
+    async def _register(self, connection: ClientConnection) -> str:
+        await connection.send(
+            json.dumps({"action": Action.REGISTER.value, "client_id": self.settings.client_id})
+        )
+        while True:
+            message = _decode(await connection.recv())
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind == MessageType.REGISTERED:
+                code = message.get("code")
+                if not isinstance(code, str) or not protocol.is_well_formed_code(code):
+                    raise _AttemptFailed(f"the relay sent a malformed session code: {code!r}")
+                return code
+            if kind == MessageType.ERROR:
+                raise _AttemptFailed(
+                    f"the relay refused to register: {message.get('message') or message.get('error')}"
+                )
+
+    async def _serve(self, connection: ClientConnection) -> tuple[int | None, str]:
+        """Relay until the connection closes or the client stops; returns the close code and reason."""
+        receiving = asyncio.create_task(self._receive(connection), name="relay-mac receive")
+        keepalive = asyncio.create_task(self._keepalive(connection), name="relay-mac keepalive")
+        stopping = asyncio.create_task(self._stop.wait(), name="relay-mac stop")
+        try:
+            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receiving, keepalive, stopping):
+                task.cancel()
+            await asyncio.gather(receiving, keepalive, stopping, return_exceptions=True)
+            self._connection = None
+            self.code = None
+            self.peers = []
+        if self._stop.is_set():
+            await connection.close()
+        return connection.close_code, connection.close_reason or _default_close_reason(connection)
+
+    async def _receive(self, connection: ClientConnection) -> None:
+        # Ends when the connection closes; a drop without a close frame ends it the same way.
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in connection:
+                message = _decode(raw)
+                if message is None:
+                    self._sink(
+                        events.error(events.LOCAL_BAD_MESSAGE, "The relay sent a frame that is not JSON.")
+                    )
+                    continue
+                self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == MessageType.PONG:
+            self.pongs_received += 1
+        elif kind == MessageType.PEER_JOINED and isinstance(peer := message.get("peer"), str):
+            if peer not in self.peers:
+                self.peers.append(peer)
+            self._sink(events.peer_joined(peer, list(self.peers)))
+        elif kind == MessageType.PEER_LEFT and isinstance(peer := message.get("peer"), str):
+            if peer in self.peers:
+                self.peers.remove(peer)
+            self._sink(events.peer_left(peer, list(self.peers)))
+        elif kind == MessageType.FRAME:
+            self._sink(events.frame(str(message.get("from")), message.get("data")))
+        elif kind == MessageType.ERROR:
+            self._sink(events.error(str(message.get("error", "error")), str(message.get("message", ""))))
+        # Other types (and ones a newer relay may add) carry nothing the person needs.
+
+    async def _keepalive(self, connection: ClientConnection) -> None:
+        ping = json.dumps({"action": Action.PING.value})
+        while True:
+            await asyncio.sleep(self.settings.keepalive_seconds)
+            try:
+                await connection.send(ping)
+            except ConnectionClosed:
+                return
+            self.pings_sent += 1
+
+    async def _pump_input(self) -> None:
+        async for line in self._lines:
+            await self.send_line(line)
+        if self._stop_at_end_of_input:
+            self.stop("end of input")
+
+    async def send_line(self, line: str) -> None:
+        """Send one typed line; problems become error events, never exceptions."""
+        try:
+            outgoing = parse_input_line(line)
+        except InputLineError as exc:
+            self._sink(events.error(events.LOCAL_USAGE, str(exc)))
+            return
+        if outgoing is None:
+            return
+        connection = self._connection
+        if connection is None:
+            self._sink(events.error(events.LOCAL_NOT_CONNECTED, "Not connected to the relay; nothing sent."))
+            return
+        if outgoing.to is None and not self.peers:
+            self._sink(events.error(events.LOCAL_NO_BROWSERS, "No browser has joined yet; nothing sent."))
+            return
+        wire = json.dumps(outgoing.message(), ensure_ascii=False)
+        if len(wire.encode("utf-8")) > protocol.MAX_FRAME_BYTES:
+            self._sink(
+                events.error(
+                    events.LOCAL_TOO_LARGE,
+                    f"That line is too long to send (the limit is {protocol.MAX_FRAME_BYTES} bytes).",
+                )
+            )
+            return
+        try:
+            await connection.send(wire)
+        except ConnectionClosed:
+            self._sink(events.error(events.LOCAL_NOT_CONNECTED, "The connection dropped; nothing sent."))
+            return
+        self._sink(events.sent(outgoing.to, outgoing.data))
+
+    async def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+def _decode(raw: str | bytes) -> dict[str, Any] | None:
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _close_text(closed: ConnectionClosed) -> str:
+    if closed.rcvd is None:
+        return "no close frame"
+    return f"code {closed.rcvd.code}" + (f": {closed.rcvd.reason}" if closed.rcvd.reason else "")
+
+
+def _default_close_reason(connection: ClientConnection) -> str:
+    return "connection lost" if connection.close_code in (None, 1006) else "closed by the relay"

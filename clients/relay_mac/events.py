@@ -1,0 +1,59 @@
+"""What the mac-client reports, as JSON-ready dicts with an `event` key.
+
+One builder per event keeps the shapes in one place: `--json` mode prints these
+objects verbatim (one per line), and the human renderer formats the same objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Event = dict[str, Any]
+
+# Error codes the client raises itself (the relay's own codes come from relay.protocol.ErrorCode).
+LOCAL_NOT_CONNECTED = "not_connected"
+LOCAL_NO_BROWSERS = "no_browsers"
+LOCAL_USAGE = "usage"
+LOCAL_TOO_LARGE = "payload_too_large"
+LOCAL_BAD_MESSAGE = "bad_message"
+
+
+def connecting(url: str, attempt: int) -> Event:
+    return {"event": "connecting", "url": url, "attempt": attempt}
+
+
+def registered(code: str, session: int) -> Event:
+    # `new_session` tells a script (and the person) that an earlier code stopped working.
+    return {"event": "registered", "code": code, "session": session, "new_session": session > 1}
+
+
+def peer_joined(peer: str, peers: list[str]) -> Event:
+    return {"event": "peer_joined", "peer": peer, "peers": peers}
+
+
+def peer_left(peer: str, peers: list[str]) -> Event:
+    return {"event": "peer_left", "peer": peer, "peers": peers}
+
+
+def frame(sender: str, data: Any) -> Event:
+    return {"event": "frame", "from": sender, "data": data}
+
+
+def sent(to: str | None, data: Any) -> Event:
+    return {"event": "sent", "to": to, "data": data}
+
+
+def error(code: str, message: str) -> Event:
+    return {"event": "error", "error": code, "message": message}
+
+
+def disconnected(code: int | None, reason: str) -> Event:
+    return {"event": "disconnected", "code": code, "reason": reason}
+
+
+def reconnecting(delay: float, attempt: int) -> Event:
+    return {"event": "reconnecting", "delay": round(delay, 3), "attempt": attempt}
+
+
+def stopped(reason: str) -> Event:
+    return {"event": "stopped", "reason": reason}

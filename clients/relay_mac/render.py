@@ -1,0 +1,112 @@
+"""Turning client events into output: one JSON object per line, or text for a person."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from relay.protocol import CODE_LENGTH
+
+from relay_mac.events import Event
+
+
+class JsonRenderer:
+    """`--json` mode: each event verbatim, one per line, flushed so a pipe sees it at once."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def __call__(self, event: Event) -> None:
+        self._out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._out.flush()
+
+
+def spaced_code(code: str) -> str:
+    """`K7M2QX` as `K 7 M   2 Q X`: read aloud or copied by eye in two halves."""
+    if len(code) != CODE_LENGTH:
+        return " ".join(code)
+    half = CODE_LENGTH // 2
+    return " ".join(code[:half]) + "   " + " ".join(code[half:])
+
+
+def code_box(code: str, title: str, *, unicode_ok: bool) -> list[str]:
+    top_left, top_right, bottom_left, bottom_right, horizontal, vertical = (
+        ("╭", "╮", "╰", "╯", "─", "│") if unicode_ok else ("+", "+", "+", "+", "-", "|")
+    )
+    shown = spaced_code(code)
+    width = max(len(title), len(shown)) + 8
+    return [
+        top_left + horizontal * width + top_right,
+        vertical + title.center(width) + vertical,
+        vertical + " " * width + vertical,
+        vertical + shown.center(width) + vertical,
+        vertical + " " * width + vertical,
+        bottom_left + horizontal * width + bottom_right,
+    ]
+
+
+def _data_text(data: Any) -> str:
+    return data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+
+
+def _peer_list(peers: list[str]) -> str:
+    if not peers:
+        return "no browsers connected"
+    noun = "browser" if len(peers) == 1 else "browsers"
+    return f"{len(peers)} {noun}: " + ", ".join(peers)
+
+
+class HumanRenderer:
+    """For a person at a terminal: the code big and boxed, peers listed, frames as chat lines."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self._out = out
+        self._err = err
+        encoding = (getattr(out, "encoding", None) or "ascii").lower().replace("-", "")
+        self._unicode_ok = encoding in ("utf8", "utf16", "utf32")
+
+    def _print(self, text: str = "", *, to_err: bool = False) -> None:
+        stream = self._err if to_err else self._out
+        stream.write(text + "\n")
+        stream.flush()
+
+    def __call__(self, event: Event) -> None:
+        kind = event["event"]
+        if kind == "connecting":
+            if event["attempt"] == 1:
+                self._print(f"Connecting to {event['url']} ...")
+        elif kind == "registered":
+            self._show_code(event)
+        elif kind == "peer_joined":
+            self._print(f"+ browser {event['peer']} joined ({_peer_list(event['peers'])})")
+        elif kind == "peer_left":
+            self._print(f"- browser {event['peer']} left ({_peer_list(event['peers'])})")
+        elif kind == "frame":
+            self._print(f"[{event['from']}] {_data_text(event['data'])}")
+        elif kind == "sent":
+            # The person just typed the text; echoing it again would only add noise.
+            pass
+        elif kind == "error":
+            self._print(f"! {event['message'] or event['error']}", to_err=True)
+        elif kind == "disconnected":
+            self._print(
+                f"! Disconnected from the relay ({event['reason']}). The code above no longer works.",
+                to_err=True,
+            )
+        elif kind == "reconnecting":
+            self._print(
+                f"  Reconnecting in {event['delay']:.1f} s (attempt {event['attempt']}) ...", to_err=True
+            )
+        elif kind == "stopped":
+            self._print(f"Stopped: {event['reason']}.")
+
+    def _show_code(self, event: Event) -> None:
+        title = "NEW session code" if event["new_session"] else "Session code"
+        self._print()
+        for line in code_box(event["code"], title, unicode_ok=self._unicode_ok):
+            self._print("  " + line)
+        if event["new_session"]:
+            self._print("  This is a new session: browsers must enter the new code.")
+        self._print("  Enter it on the pairing page. Type a line to send it to every browser,")
+        self._print("  or '@peer text' to send to one. Ctrl-D or Ctrl-C quits.")
+        self._print()
