@@ -1,0 +1,28 @@
+"""Logger, Metrics and Tracer shared by every function (Powertools for AWS Lambda).
+
+Service name and metrics namespace come from POWERTOOLS_SERVICE_NAME and
+POWERTOOLS_METRICS_NAMESPACE in the template. Logs carry the connection id, never a
+full session code (see protocol.redact_code) and never a frame's data.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+class Metric(StrEnum):
+    SESSIONS_REGISTERED = "SessionsRegistered"
+    AUTH_FAILURES = "AuthFailures"
+    FRAMES_RELAYED = "FramesRelayed"
+    PAYLOAD_REJECTIONS = "PayloadRejections"
+
+
+def count(metric: Metric, value: int = 1) -> None:
+    metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)

@@ -1,0 +1,196 @@
+"""The relay's rules: who may register, authenticate and send, and who hears about it.
+
+`Relay` joins the two ports (SessionStore for state, ManagementApi for pushing to
+connections) and answers each client request with at most one reply to its sender.
+"""
+
+from __future__ import annotations
+
+from relay import protocol, session_codes
+from relay.management_api import Delivery, ManagementApi
+from relay.observability import Metric, count, logger
+from relay.protocol import ErrorCode
+from relay.session_store import (
+    AlreadyBound,
+    CodeSpaceExhausted,
+    Connection,
+    InvalidCode,
+    Role,
+    SessionFull,
+    SessionStore,
+)
+from relay.settings import Settings
+
+
+class Relay:
+    def __init__(self, store: SessionStore, connections: ManagementApi, settings: Settings) -> None:
+        self.store = store
+        self.connections = connections
+        self.settings = settings
+
+    def reply(self, connection_id: str, message: protocol.Message) -> Delivery:
+        return self.connections.post(connection_id, message)
+
+    def reply_error(self, connection_id: str, code: ErrorCode) -> Delivery:
+        return self.reply(connection_id, protocol.error(code))
+
+    # ---- register --------------------------------------------------------------
+
+    def register(self, connection_id: str, request: protocol.RegisterRequest) -> None:
+        try:
+            code = self.store.register_mac_client(connection_id, request.client_id)
+        except AlreadyBound:
+            self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
+            return
+        except CodeSpaceExhausted:
+            logger.error("no free session code within the attempt bound")
+            self.reply_error(connection_id, ErrorCode.INTERNAL_ERROR)
+            return
+        count(Metric.SESSIONS_REGISTERED)
+        logger.info("session registered", extra={"code": protocol.redact_code(code)})
+        if self.reply(connection_id, protocol.registered(code)) is Delivery.GONE:
+            # The mac-client left before hearing its code: nobody can ever use it.
+            self.end_session(code, connection_id)
+
+    # ---- auth ------------------------------------------------------------------
+
+    def authenticate(self, connection_id: str, request: protocol.AuthRequest) -> None:
+        connection = self.store.get_connection(connection_id)
+        if connection is not None and connection.role is not None:
+            self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
+            return
+        code = protocol.normalise_code(request.code)
+        # Malformed and unknown codes get the same answer, so that the answer tells a
+        # guesser nothing about the code space.
+        session = self.store.validate_session_code(code) if protocol.is_well_formed_code(code) else None
+        if session is None:
+            self._failed_auth(connection_id)
+            return
+        if session.browser_count >= self.settings.max_browsers:
+            self.reply_error(connection_id, ErrorCode.SESSION_FULL)
+            return
+        peer = session_codes.generate_peer_id()
+        try:
+            self.store.add_browser(connection_id, session, peer)
+        except AlreadyBound:
+            self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
+            return
+        except SessionFull:
+            self.reply_error(connection_id, ErrorCode.SESSION_FULL)
+            return
+        except InvalidCode:
+            self._failed_auth(connection_id)
+            return
+        logger.info("browser joined", extra={"code": protocol.redact_code(code), "peer": peer})
+        self.reply(connection_id, protocol.authenticated(code, peer))
+        if self.reply(session.mac_connection_id, protocol.peer_joined(peer)) is Delivery.GONE:
+            self.end_session(code, session.mac_connection_id)
+
+    def _failed_auth(self, connection_id: str) -> None:
+        count(Metric.AUTH_FAILURES)
+        failures = self.store.record_failed_auth(connection_id)
+        if failures >= self.settings.max_auth_attempts:
+            logger.warning("too many failed auth attempts; closing", extra={"failures": failures})
+            self.reply_error(connection_id, ErrorCode.TOO_MANY_ATTEMPTS)
+            self.connections.close(connection_id)
+        else:
+            self.reply_error(connection_id, ErrorCode.INVALID_CODE)
+
+    # ---- send ------------------------------------------------------------------
+
+    def send(self, connection_id: str, request: protocol.SendRequest) -> None:
+        connection = self.store.get_connection(connection_id)
+        if connection is None or connection.role is None:
+            self.reply_error(connection_id, ErrorCode.NOT_BOUND)
+        elif connection.role is Role.BROWSER:
+            self._send_to_mac(connection, request)
+        else:
+            self._send_to_browsers(connection, request)
+
+    def _reject_payload(self, connection_id: str) -> None:
+        count(Metric.PAYLOAD_REJECTIONS)
+        self.reply_error(connection_id, ErrorCode.PAYLOAD_TOO_LARGE)
+
+    def _send_to_mac(self, browser: Connection, request: protocol.SendRequest) -> None:
+        assert browser.peer is not None
+        assert browser.mac_connection_id is not None
+        assert browser.code is not None
+        if request.to not in (None, protocol.MAC_PEER):
+            self.reply_error(browser.connection_id, ErrorCode.UNKNOWN_PEER)
+            return
+        delivery = self.connections.post(
+            browser.mac_connection_id, protocol.frame(browser.peer, request.data)
+        )
+        if delivery is Delivery.DELIVERED:
+            count(Metric.FRAMES_RELAYED)
+        elif delivery is Delivery.TOO_LARGE:
+            self._reject_payload(browser.connection_id)
+        else:
+            self.end_session(browser.code, browser.mac_connection_id, spare=browser.connection_id)
+            self.reply_error(browser.connection_id, ErrorCode.PEER_GONE)
+
+    def _send_to_browsers(self, mac: Connection, request: protocol.SendRequest) -> None:
+        assert mac.code is not None
+        message = protocol.frame(protocol.MAC_PEER, request.data)
+        if protocol.encoded_size(message) > protocol.MAX_MESSAGE_BYTES:
+            self._reject_payload(mac.connection_id)
+            return
+        if request.to is None:
+            browsers = self.store.list_browsers(mac.code)
+        else:
+            browser = self.store.get_browser(mac.code, request.to)
+            if browser is None:
+                self.reply_error(mac.connection_id, ErrorCode.UNKNOWN_PEER)
+                return
+            browsers = [browser]
+        deliveries = self.connections.post_many({b.connection_id: message for b in browsers})
+        delivered = sum(1 for d in deliveries.values() if d is Delivery.DELIVERED)
+        if delivered:
+            count(Metric.FRAMES_RELAYED, delivered)
+        for browser in browsers:
+            if deliveries[browser.connection_id] is Delivery.GONE:
+                self.remove_browser(
+                    Connection(
+                        connection_id=browser.connection_id,
+                        role=Role.BROWSER,
+                        code=mac.code,
+                        peer=browser.peer,
+                        mac_connection_id=mac.connection_id,
+                    )
+                )
+        if any(d is Delivery.TOO_LARGE for d in deliveries.values()):
+            self._reject_payload(mac.connection_id)
+
+    # ---- leaving ---------------------------------------------------------------
+
+    def disconnect(self, connection_id: str) -> None:
+        connection = self.store.get_connection(connection_id)
+        if connection is None:
+            return  # never bound, or already cleaned up (a second $disconnect)
+        if connection.role is None:
+            self.store.forget_connection(connection_id)
+        elif connection.role is Role.MAC:
+            assert connection.code is not None
+            self.end_session(connection.code, connection_id)
+        else:
+            self.remove_browser(connection)
+
+    def end_session(self, code: str, mac_connection_id: str, spare: str | None = None) -> None:
+        """End the session and tell its browsers, except `spare` (which gets its own answer)."""
+        ended = self.store.remove_session(code, mac_connection_id)
+        if ended is None:
+            return
+        logger.info("session ended", extra={"code": protocol.redact_code(code)})
+        self.connections.post_many(
+            {b.connection_id: protocol.session_closed() for b in ended.browsers if b.connection_id != spare}
+        )
+
+    def remove_browser(self, browser: Connection) -> None:
+        if not self.store.remove_browser(browser):
+            return
+        assert browser.peer is not None
+        assert browser.mac_connection_id is not None
+        assert browser.code is not None
+        left = self.reply(browser.mac_connection_id, protocol.peer_left(browser.peer))
+        if left is Delivery.GONE:
+            self.end_session(browser.code, browser.mac_connection_id)

@@ -1,0 +1,509 @@
+"""Sessions in DynamoDB: the relay's only state.
+
+One table, four kinds of item (pk / sk):
+
+    S#<code>      / #META         a session: its mac-client's connection, browser count, TTL
+    S#<code>      / P#<peer>      a browser of that session and its connection
+    C#<conn id>   / #CONN         what a connection is: unbound (failed auths only), mac or browser
+    COUNTER#<n>   / #COUNT        one shard of the live-session counter
+
+Every change that touches more than one item is a transaction, so a failure leaves no
+partial state. Codes are unique because the session item is written with
+`attribute_not_exists`: two registrations that draw the same code cannot both win,
+which the original check-then-insert design could not promise.
+
+The browser's connection item carries its mac-client's connection id, so relaying a
+browser's frame costs one read. Nothing here scans: the live-session count is the sum
+of a fixed number of counter shards, each updated in the same transaction as the
+session it counts, so 1,000 registrations a second spread over the shards.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from relay import session_codes
+from relay.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+META = "#META"
+CONN = "#CONN"
+COUNT = "#COUNT"
+PEER_PREFIX = "P#"
+
+Item = dict[str, Any]
+
+
+class Role(StrEnum):
+    MAC = "mac"
+    BROWSER = "browser"
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """What the relay knows about one WebSocket connection."""
+
+    connection_id: str
+    role: Role | None  # None: unbound (it may have failed auth attempts on record)
+    code: str | None = None
+    peer: str | None = None
+    mac_connection_id: str | None = None  # for browsers: where their frames go
+    failed_auths: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    code: str
+    mac_connection_id: str
+    browser_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Browser:
+    peer: str
+    connection_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """A session that was just ended, with the browsers that were unbound from it."""
+
+    code: str
+    browsers: list[Browser]
+
+
+class StoreError(Exception):
+    """A session-store outcome the caller must turn into a protocol answer."""
+
+
+class AlreadyBound(StoreError):
+    pass
+
+
+class InvalidCode(StoreError):
+    pass
+
+
+class SessionFull(StoreError):
+    pass
+
+
+class CodeSpaceExhausted(StoreError):
+    """Every fresh code drawn collided with a live session, up to the configured bound."""
+
+
+def _session_key(code: str) -> Item:
+    return {"pk": {"S": f"S#{code}"}, "sk": {"S": META}}
+
+
+def _peer_key(code: str, peer: str) -> Item:
+    return {"pk": {"S": f"S#{code}"}, "sk": {"S": PEER_PREFIX + peer}}
+
+
+def _connection_key(connection_id: str) -> Item:
+    return {"pk": {"S": f"C#{connection_id}"}, "sk": {"S": CONN}}
+
+
+def _counter_key(shard: int) -> Item:
+    return {"pk": {"S": f"COUNTER#{shard}"}, "sk": {"S": COUNT}}
+
+
+def _cancellation_codes(error: ClientError) -> list[str]:
+    reasons = error.response.get("CancellationReasons") or []
+    return [reason.get("Code", "None") for reason in reasons]
+
+
+def _is_transaction_cancelled(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "TransactionCanceledException")
+
+
+class SessionStore:
+    """The DynamoDB port: every read and write of session state goes through here."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._table = settings.table_name
+        self._clock = clock
+
+    # ---- helpers ---------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _expires_at(self) -> str:
+        return str(self._now() + self._settings.session_ttl_seconds)
+
+    def _live(self, item: Item | None) -> bool:
+        """TTL deletion can lag by days, so an item past its expiry counts as gone."""
+        if not item:
+            return False
+        expires_at = item.get("expires_at")
+        return expires_at is None or int(expires_at["N"]) > self._now()
+
+    def _counter_update(self, delta: int) -> Item:
+        shard = random.randrange(self._settings.counter_shards)
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": _counter_key(shard),
+                "UpdateExpression": "ADD sessions :delta",
+                "ExpressionAttributeValues": {":delta": {"N": str(delta)}},
+            }
+        }
+
+    def _transact(self, items: Sequence[Item]) -> None:
+        self._client.transact_write_items(TransactItems=list(items))  # type: ignore[arg-type]
+
+    # ---- connections -----------------------------------------------------------
+
+    def get_connection(self, connection_id: str) -> Connection | None:
+        item = self._client.get_item(
+            TableName=self._table, Key=_connection_key(connection_id), ConsistentRead=True
+        ).get("Item")
+        if not self._live(item):
+            return None
+        assert item is not None
+
+        def text(name: str) -> str | None:
+            value = item.get(name)
+            return value["S"] if value else None
+
+        role = text("role")
+        return Connection(
+            connection_id=connection_id,
+            role=Role(role) if role else None,
+            code=text("code"),
+            peer=text("peer"),
+            mac_connection_id=text("mac_connection_id"),
+            failed_auths=int(item["failed_auths"]["N"]) if "failed_auths" in item else 0,
+        )
+
+    def record_failed_auth(self, connection_id: str) -> int:
+        """Count one failed auth on an unbound connection; returns the count so far."""
+        response = self._client.update_item(
+            TableName=self._table,
+            Key=_connection_key(connection_id),
+            UpdateExpression="ADD failed_auths :one SET expires_at = if_not_exists(expires_at, :exp)",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":exp": {"N": self._expires_at()}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["failed_auths"]["N"])
+
+    def forget_connection(self, connection_id: str) -> None:
+        self._client.delete_item(TableName=self._table, Key=_connection_key(connection_id))
+
+    # ---- register --------------------------------------------------------------
+
+    def register_mac_client(self, connection_id: str, client_id: str) -> str:
+        """Create a session with a fresh code whose mac-client is this connection.
+
+        Raises AlreadyBound if the connection is already in a session, and
+        CodeSpaceExhausted if every code drawn (up to the bound) was taken.
+        """
+        expires_at = self._expires_at()
+        for _ in range(self._settings.max_code_attempts):
+            # Looked up on the module at each call so that tests can replace it.
+            code = session_codes.generate_session_code()
+            try:
+                self._transact(
+                    [
+                        {
+                            "Update": {
+                                "TableName": self._table,
+                                "Key": _connection_key(connection_id),
+                                "UpdateExpression": "SET #role = :mac, code = :code, expires_at = :exp",
+                                "ConditionExpression": "attribute_not_exists(#role)",
+                                "ExpressionAttributeNames": {"#role": "role"},
+                                "ExpressionAttributeValues": {
+                                    ":mac": {"S": Role.MAC.value},
+                                    ":code": {"S": code},
+                                    ":exp": {"N": expires_at},
+                                },
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": {
+                                    **_session_key(code),
+                                    "mac_connection_id": {"S": connection_id},
+                                    "client_id": {"S": client_id},
+                                    "browser_count": {"N": "0"},
+                                    "created_at": {"N": str(self._now())},
+                                    "expires_at": {"N": expires_at},
+                                },
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                        self._counter_update(+1),
+                    ]
+                )
+            except ClientError as error:
+                if not _is_transaction_cancelled(error):
+                    raise
+                reasons = _cancellation_codes(error)
+                if reasons[:1] == ["ConditionalCheckFailed"]:
+                    raise AlreadyBound from None
+                if reasons[1:2] == ["ConditionalCheckFailed"]:
+                    continue  # the code is taken by a live session: draw another
+                raise
+            return code
+        raise CodeSpaceExhausted
+
+    # ---- auth ------------------------------------------------------------------
+
+    def validate_session_code(self, code: str) -> Session | None:
+        """The live session with this (normalised) code, if there is one."""
+        item = self._client.get_item(TableName=self._table, Key=_session_key(code), ConsistentRead=True).get(
+            "Item"
+        )
+        if not self._live(item):
+            return None
+        assert item is not None
+        return Session(
+            code=code,
+            mac_connection_id=item["mac_connection_id"]["S"],
+            browser_count=int(item["browser_count"]["N"]),
+        )
+
+    def add_browser(self, connection_id: str, session: Session, peer: str) -> None:
+        """Bind this connection to the session as a browser with the given peer id.
+
+        The session must still be the same live session (same mac-client) with room
+        for one more browser when the transaction commits; a mac-client ending its
+        session concurrently therefore can never leave this browser bound to it.
+        """
+        expires_at = self._expires_at()
+        try:
+            self._transact(
+                [
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _session_key(session.code),
+                            "UpdateExpression": "ADD browser_count :one",
+                            "ConditionExpression": (
+                                "mac_connection_id = :mac AND browser_count < :max AND expires_at > :now"
+                            ),
+                            "ExpressionAttributeValues": {
+                                ":one": {"N": "1"},
+                                ":mac": {"S": session.mac_connection_id},
+                                ":max": {"N": str(self._settings.max_browsers)},
+                                ":now": {"N": str(self._now())},
+                            },
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {
+                                **_peer_key(session.code, peer),
+                                "connection_id": {"S": connection_id},
+                                "expires_at": {"N": expires_at},
+                            },
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _connection_key(connection_id),
+                            "UpdateExpression": (
+                                "SET #role = :browser, code = :code, peer = :peer, "
+                                "mac_connection_id = :mac, expires_at = :exp REMOVE failed_auths"
+                            ),
+                            "ConditionExpression": "attribute_not_exists(#role)",
+                            "ExpressionAttributeNames": {"#role": "role"},
+                            "ExpressionAttributeValues": {
+                                ":browser": {"S": Role.BROWSER.value},
+                                ":code": {"S": session.code},
+                                ":peer": {"S": peer},
+                                ":mac": {"S": session.mac_connection_id},
+                                ":exp": {"N": expires_at},
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if not _is_transaction_cancelled(error):
+                raise
+            reasons = _cancellation_codes(error)
+            if reasons[2:3] == ["ConditionalCheckFailed"]:
+                raise AlreadyBound from None
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                current = self.validate_session_code(session.code)
+                if current is None or current.mac_connection_id != session.mac_connection_id:
+                    raise InvalidCode from None
+                raise SessionFull from None
+            raise
+
+    # ---- relay -----------------------------------------------------------------
+
+    def get_browser(self, code: str, peer: str) -> Browser | None:
+        item = self._client.get_item(
+            TableName=self._table, Key=_peer_key(code, peer), ConsistentRead=True
+        ).get("Item")
+        if not self._live(item):
+            return None
+        assert item is not None
+        return Browser(peer=peer, connection_id=item["connection_id"]["S"])
+
+    def list_browsers(self, code: str) -> list[Browser]:
+        """The session's browsers, with one Query (paged only past 1 MB of items)."""
+        return list(self._iter_browsers(code))
+
+    def _iter_browsers(self, code: str) -> Iterator[Browser]:
+        paginator = self._client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :peer)",
+            ExpressionAttributeValues={":pk": {"S": f"S#{code}"}, ":peer": {"S": PEER_PREFIX}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                if self._live(item):
+                    yield Browser(
+                        peer=item["sk"]["S"].removeprefix(PEER_PREFIX),
+                        connection_id=item["connection_id"]["S"],
+                    )
+
+    # ---- leaving ---------------------------------------------------------------
+
+    def remove_browser(self, connection: Connection) -> bool:
+        """Unbind a browser and forget its connection; False if it was already gone."""
+        assert connection.code is not None
+        assert connection.peer is not None
+        delete_peer = {
+            "Delete": {
+                "TableName": self._table,
+                "Key": _peer_key(connection.code, connection.peer),
+                "ConditionExpression": "connection_id = :conn",
+                "ExpressionAttributeValues": {":conn": {"S": connection.connection_id}},
+            }
+        }
+        delete_connection = {
+            "Delete": {"TableName": self._table, "Key": _connection_key(connection.connection_id)}
+        }
+        release_seat = {
+            "Update": {
+                "TableName": self._table,
+                "Key": _session_key(connection.code),
+                "UpdateExpression": "ADD browser_count :minus_one",
+                "ConditionExpression": "mac_connection_id = :mac",
+                "ExpressionAttributeValues": {
+                    ":minus_one": {"N": "-1"},
+                    ":mac": {"S": connection.mac_connection_id or ""},
+                },
+            }
+        }
+        try:
+            self._transact([delete_peer, delete_connection, release_seat])
+            return True
+        except ClientError as error:
+            if not _is_transaction_cancelled(error):
+                raise
+            reasons = _cancellation_codes(error)
+        if reasons[:1] == ["ConditionalCheckFailed"]:
+            self.forget_connection(connection.connection_id)  # already unbound elsewhere
+            return False
+        # The session has ended already: its seat count no longer matters.
+        try:
+            self._transact([delete_peer, delete_connection])
+            return True
+        except ClientError as error:
+            if not _is_transaction_cancelled(error):
+                raise
+            self.forget_connection(connection.connection_id)
+            return False
+
+    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
+        """End a session: its code stops working at once, the count drops, browsers are unbound.
+
+        Returns None if the session had already ended (a second $disconnect, or a
+        GoneException seen by two senders at once): ending is idempotent.
+        """
+        try:
+            self._transact(
+                [
+                    {
+                        "Delete": {
+                            "TableName": self._table,
+                            "Key": _session_key(code),
+                            "ConditionExpression": "mac_connection_id = :mac",
+                            "ExpressionAttributeValues": {":mac": {"S": mac_connection_id}},
+                        }
+                    },
+                    {"Delete": {"TableName": self._table, "Key": _connection_key(mac_connection_id)}},
+                    self._counter_update(-1),
+                ]
+            )
+        except ClientError as error:
+            if not _is_transaction_cancelled(error):
+                raise
+            self.forget_connection(mac_connection_id)
+            return None
+        # The session item is gone, so no auth can commit from here on (it conditions on
+        # it); a consistent Query now sees every browser that did commit.
+        browsers = self.list_browsers(code)
+        for browser in browsers:
+            self._unbind_browser(code, browser)
+        return EndedSession(code=code, browsers=browsers)
+
+    def _unbind_browser(self, code: str, browser: Browser) -> None:
+        try:
+            self._transact(
+                [
+                    {"Delete": {"TableName": self._table, "Key": _peer_key(code, browser.peer)}},
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _connection_key(browser.connection_id),
+                            "UpdateExpression": "REMOVE #role, code, peer, mac_connection_id",
+                            "ConditionExpression": "code = :code AND peer = :peer",
+                            "ExpressionAttributeNames": {"#role": "role"},
+                            "ExpressionAttributeValues": {
+                                ":code": {"S": code},
+                                ":peer": {"S": browser.peer},
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if not _is_transaction_cancelled(error):
+                raise
+            # The browser left at the same moment; only its peer item may remain.
+            self._client.delete_item(TableName=self._table, Key=_peer_key(code, browser.peer))
+
+    # ---- debug -----------------------------------------------------------------
+
+    def session_count(self) -> int:
+        """Live sessions: the sum of the counter shards, one BatchGetItem, no Scan."""
+        keys: list[Item] = [_counter_key(shard) for shard in range(self._settings.counter_shards)]
+        total = 0
+        while keys:
+            response = self._client.batch_get_item(
+                RequestItems={self._table: {"Keys": keys[:100], "ConsistentRead": True}}
+            )
+            for item in response.get("Responses", {}).get(self._table, []):
+                total += int(item.get("sessions", {"N": "0"})["N"])
+            unprocessed: Any = response.get("UnprocessedKeys") or {}
+            keys = list(unprocessed.get(self._table, {}).get("Keys", [])) + keys[100:]
+        return total

@@ -1,0 +1,39 @@
+"""The relay's configuration, read once per container from the function's environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from relay import protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    table_name: str
+    max_browsers: int = protocol.DEFAULT_MAX_BROWSERS
+    max_auth_attempts: int = protocol.DEFAULT_MAX_AUTH_ATTEMPTS
+    session_ttl_seconds: int = protocol.DEFAULT_SESSION_TTL_SECONDS
+    max_code_attempts: int = protocol.DEFAULT_MAX_CODE_ATTEMPTS
+    counter_shards: int = protocol.DEFAULT_COUNTER_SHARDS
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        def number(name: str, default: int) -> int:
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                return default
+            value = int(raw)
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+            return value
+
+        return cls(
+            table_name=environ["TABLE_NAME"],
+            max_browsers=number("MAX_BROWSERS", protocol.DEFAULT_MAX_BROWSERS),
+            max_auth_attempts=number("MAX_AUTH_ATTEMPTS", protocol.DEFAULT_MAX_AUTH_ATTEMPTS),
+            session_ttl_seconds=number("SESSION_TTL_SECONDS", protocol.DEFAULT_SESSION_TTL_SECONDS),
+            max_code_attempts=number("MAX_CODE_ATTEMPTS", protocol.DEFAULT_MAX_CODE_ATTEMPTS),
+            counter_shards=number("COUNTER_SHARDS", protocol.DEFAULT_COUNTER_SHARDS),
+        )

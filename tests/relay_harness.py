@@ -1,0 +1,194 @@
+"""Drive the real handlers the way API Gateway would, wired by template.yaml.
+
+`Gateway` plays API Gateway for in-process tests: it reads the template's
+WebSocket routes, loads each function's handler from its CodeUri, turns client
+messages into events cloned from the events/ fixtures, selects routes with the
+template's RouteSelectionExpression, and observes the Management API calls the
+handlers make (botocore's `before-call` hook: each post is recorded, then moto
+handles it, unless the test has made that connection vanish, in which case the call
+answers 410 GoneException, as API Gateway does for a closed connection).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import itertools
+import json
+import sys
+import urllib.parse
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import botocore.awsrequest
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
+
+
+def load_template() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE.read_text())  # type: ignore[no-any-return]
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+def _function_id(route: dict[str, Any]) -> str:
+    arn = route["FunctionArn"]
+    # !GetAtt X.Arn parses to {"Fn::GetAtt": ["X", "Arn"]} (or "X.Arn").
+    target = arn["Fn::GetAtt"]
+    return (target[0] if isinstance(target, list) else target.split(".")[0]).strip()
+
+
+def load_handler(template: dict[str, Any], function_id: str) -> Any:
+    """Import the function's handler from its CodeUri, under a name of its own."""
+    properties = template["Resources"][function_id]["Properties"]
+    module_name, handler_name = properties["Handler"].rsplit(".", 1)
+    path = ROOT / properties["CodeUri"] / f"{module_name.replace('.', '/')}.py"
+    spec = importlib.util.spec_from_file_location(f"functions_{function_id}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, handler_name)
+
+
+@dataclass
+class LambdaContext:
+    function_name: str
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+@dataclass
+class Gateway:
+    template: dict[str, Any] = field(default_factory=load_template)
+    sent: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    closed_by_relay: list[str] = field(default_factory=list)
+    vanished: set[str] = field(default_factory=set)
+    post_calls: int = 0
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        api = next(
+            r["Properties"]
+            for r in self.template["Resources"].values()
+            if r["Type"] == "AWS::Serverless::WebSocketApi"
+        )
+        self.route_selection = api["RouteSelectionExpression"]
+        self.routes = {key: _function_id(route) for key, route in api["Routes"].items()}
+        self.handlers = {key: load_handler(self.template, fid) for key, fid in self.routes.items()}
+        debug_id = next(
+            fid
+            for fid, r in self.template["Resources"].items()
+            if r["Type"] == "AWS::Serverless::Function"
+            and any(e.get("Type") == "HttpApi" for e in r["Properties"].get("Events", {}).values())
+        )
+        self.debug_handler = load_handler(self.template, debug_id)
+
+    # ---- observing the Management API -----------------------------------------
+
+    def observe(self, events: Any) -> None:
+        """Hook a botocore event emitter (a session's: clients created later copy it)."""
+        events.register("before-call.apigatewaymanagementapi.*", self._before_call)
+
+    def _before_call(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
+        connection_id = urllib.parse.unquote(params["url_path"].rsplit("/", 1)[-1])
+        if model.name == "PostToConnection":
+            self.post_calls += 1
+        if connection_id in self.vanished:
+            return self._gone()
+        if model.name == "PostToConnection":
+            self.sent[connection_id].append(json.loads(params["body"]))
+        elif model.name == "DeleteConnection":
+            self.closed_by_relay.append(connection_id)
+        return None
+
+    @staticmethod
+    def _gone() -> Any:
+        response = botocore.awsrequest.AWSResponse("https://example/", 410, {}, None)
+        return response, {
+            "Error": {"Code": "GoneException", "Message": "Gone"},
+            "ResponseMetadata": {"HTTPStatusCode": 410},
+        }
+
+    # ---- playing API Gateway ---------------------------------------------------
+
+    def new_connection_id(self) -> str:
+        return f"conn{next(self._ids):04d}AAAAAAA="
+
+    def _event(self, fixture: str, connection_id: str, **overrides: Any) -> dict[str, Any]:
+        event = copy.deepcopy(load_event(fixture))
+        event["requestContext"]["connectionId"] = connection_id
+        event["requestContext"].update(overrides.pop("requestContext", {}))
+        event.update(overrides)
+        return event
+
+    def invoke(self, route_key: str, event: dict[str, Any]) -> Any:
+        handler = self.handlers[route_key]
+        return handler(event, LambdaContext(function_name=self.routes[route_key]))
+
+    def connect(self) -> str:
+        connection_id = self.new_connection_id()
+        result = self.invoke("$connect", self._event("connect", connection_id))
+        assert result["statusCode"] == 200
+        return connection_id
+
+    def select_route(self, body: str) -> str:
+        assert self.route_selection == "$request.body.action"
+        try:
+            action = json.loads(body).get("action")
+        except (ValueError, AttributeError):
+            return "$default"
+        return action if isinstance(action, str) and action in self.routes else "$default"
+
+    def message(self, connection_id: str, body: str | dict[str, Any]) -> list[dict[str, Any]]:
+        """Send a client message; returns what this connection received because of it."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        route = self.select_route(text)
+        fixture = {"register": "register", "auth": "auth", "send": "send"}.get(route, "default")
+        before = len(self.sent[connection_id])
+        event = self._event(fixture, connection_id, body=text, requestContext={"routeKey": route})
+        result = self.invoke(route, event)
+        assert result == {"statusCode": 200}, result
+        return self.sent[connection_id][before:]
+
+    def disconnect(self, connection_id: str, status: int = 1001) -> None:
+        self.vanished.add(connection_id)
+        event = self._event("disconnect", connection_id)
+        event["requestContext"]["disconnectStatusCode"] = status
+        assert self.invoke("$disconnect", event) == {"statusCode": 200}
+
+    def debug_sessions(self) -> dict[str, Any]:
+        return self.debug_handler(load_event("debug"), LambdaContext(function_name="DebugFunction"))  # type: ignore[no-any-return]
+
+    # ---- conveniences ----------------------------------------------------------
+
+    def register(self, client_id: str = "mac-1") -> tuple[str, str]:
+        mac = self.connect()
+        (reply,) = self.message(mac, {"action": "register", "client_id": client_id})
+        assert reply["type"] == "registered", reply
+        return mac, reply["code"]
+
+    def join(self, code: str) -> tuple[str, str]:
+        browser = self.connect()
+        (reply,) = self.message(browser, {"action": "auth", "code": code})
+        assert reply["type"] == "authenticated", reply
+        return browser, reply["peer"]
+
+    def last(self, connection_id: str) -> dict[str, Any]:
+        return self.sent[connection_id][-1]
