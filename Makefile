@@ -30,3 +30,9 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+# Build the SAM application into .aws-sam/build with aws-sam-cli from its own
+# virtualenv (.venv-sam, created on first use); needs python3.13 (pyenv 3.13.0).
+.PHONY: sam-build
+sam-build:
+	scripts/sam-build .aws-sam/build
