@@ -1,0 +1,65 @@
+"""Driving a MacClient in-process: a recording event sink and a feedable input source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from relay_mac.events import Event
+
+WAIT_SECONDS = 10.0
+
+
+class Recorder:
+    """The event sink: keeps every event and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Condition()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def of(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e["event"] == kind]
+
+    def kinds(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+    async def wait_for(self, kind: str, count: int = 1, **fields: Any) -> Event:
+        """The `count`-th event of `kind` whose fields match."""
+
+        def matching() -> list[Event]:
+            return [e for e in self.of(kind) if all(e.get(k) == v for k, v in fields.items())]
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(matching()) >= count), WAIT_SECONDS)
+        return matching()[count - 1]
+
+
+class Lines:
+    """The input source: lines a test types, then optionally the end of input."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def type(self, line: str) -> None:
+        self._queue.put_nowait(line + "\n")
+
+    def end(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def stream(self) -> AsyncIterator[str]:
+        while (line := await self._queue.get()) is not None:
+            yield line
+
+
+async def in_thread(condition_waiter: Callable[[], None]) -> None:
+    """Run a blocking wait (the scripted relay's) without stalling the client's loop."""
+    await asyncio.to_thread(condition_waiter)

@@ -1,0 +1,153 @@
+"""A real WebSocket server that plays the relay for the cases the real one cannot stage.
+
+relay-local is the relay for end-to-end tests. This one exists for what a healthy
+relay never does on cue: drop a mac-client's connection, refuse to register, send a
+malformed code, or stop listening so reconnects are refused. It is a real
+`websockets` server on 127.0.0.1 (free port), running its own event loop in a
+thread so both async tests and subprocess tests can talk to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay import protocol
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+
+@dataclass
+class Received:
+    connection: int
+    message: dict[str, Any]
+
+
+@dataclass
+class RelayScript:
+    # One code per registration, in order.
+    codes: list[str] = field(default_factory=lambda: ["K7M2QX", "ABCDEF", "GHJKMN", "PQRSTU", "VWXYZ2"])
+    # "ok": answer with the next code; "error": refuse; "malformed": a code outside
+    # the alphabet; "silent": never answer.
+    register_reply: str = "ok"
+
+
+class ScriptedRelay:
+    def __init__(self, script: RelayScript | None = None) -> None:
+        self.script = script or RelayScript()
+        self._codes: Iterator[str] = iter(self.script.codes)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="scripted-relay", daemon=True)
+        self._server: Server | None = None
+        self._changed = threading.Condition()
+        self._connections: list[ServerConnection] = []
+        self.received: list[Received] = []
+        self.close_codes: dict[int, int | None] = {}
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> ScriptedRelay:
+        self._thread.start()
+        self._server = self._call(self._start())
+        return self
+
+    async def _start(self) -> Server:
+        server = await serve(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop_listening(self) -> None:
+        """Close the listening socket and every connection: later connects are refused."""
+        self._call(self._stop_listening())
+
+    async def _stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self.stop_listening()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> ScriptedRelay:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.shutdown()
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    # -- the relay's side of the protocol --------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        with self._changed:
+            index = len(self._connections)
+            self._connections.append(connection)
+            self._changed.notify_all()
+        try:
+            async for raw in connection:
+                message = json.loads(raw)
+                with self._changed:
+                    self.received.append(Received(index, message))
+                    self._changed.notify_all()
+                await self._answer(connection, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            with self._changed:
+                self.close_codes[index] = connection.close_code
+                self._changed.notify_all()
+
+    async def _answer(self, connection: ServerConnection, message: dict[str, Any]) -> None:
+        action = message.get("action")
+        if action == protocol.Action.REGISTER:
+            reply = self.script.register_reply
+            if reply == "ok":
+                await connection.send(protocol.encode(protocol.registered(next(self._codes))))
+            elif reply == "error":
+                await connection.send(protocol.encode(protocol.error(protocol.ErrorCode.INTERNAL_ERROR)))
+            elif reply == "malformed":
+                await connection.send(protocol.encode(protocol.registered("O0I1L")))
+        elif action == protocol.Action.PING:
+            await connection.send(protocol.encode(protocol.pong()))
+
+    # -- what tests do ---------------------------------------------------------
+
+    def push(self, message: dict[str, Any], connection: int = -1) -> None:
+        """Send a relay -> client message on a connection (the latest by default)."""
+        self._call(self._connections[connection].send(protocol.encode(message)))
+
+    def push_raw(self, text: str, connection: int = -1) -> None:
+        self._call(self._connections[connection].send(text))
+
+    def drop(self, connection: int = -1) -> None:
+        """Cut the TCP connection without a close frame, as a network failure would."""
+        target = self._connections[connection]
+        self._loop.call_soon_threadsafe(target.transport.abort)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(condition, timeout=timeout):
+                raise AssertionError("the scripted relay did not see what the test waited for")
+
+    def messages(self, action: str) -> list[Received]:
+        with self._changed:
+            return [r for r in self.received if r.message.get("action") == action]
+
+    def connection_count(self) -> int:
+        with self._changed:
+            return len(self._connections)

@@ -1,0 +1,128 @@
+"""The relay-mac console script as a person or a script runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from relay import protocol
+
+from tests.clients.processes import RunningProcess, console_script, free_port
+from tests.clients.scripted_relay import ScriptedRelay
+
+
+@pytest.fixture
+def relay() -> Iterator[ScriptedRelay]:
+    with ScriptedRelay() as server:
+        yield server
+
+
+def run_to_exit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script("relay-mac"), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_bad_url_exits_with_one_clear_line() -> None:
+    result = run_to_exit("--url", "nonsense")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "relay-mac: 'nonsense' is not a WebSocket URL; expected ws://host:port or wss://host/stage"
+    ]
+
+
+def test_a_refused_connection_exits_with_one_clear_line() -> None:
+    port = free_port()
+    result = run_to_exit("--url", f"ws://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"relay-mac: cannot connect to ws://127.0.0.1:{port}: connection refused (is the relay running?)"
+    ]
+
+
+def test_json_mode_reports_a_startup_failure_as_an_event_too() -> None:
+    port = free_port()
+    result = run_to_exit("--json", "--url", f"ws://127.0.0.1:{port}")
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "error"
+    assert events[-1]["error"] == "startup_failed"
+    assert "connection refused" in events[-1]["message"]
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--keepalive", "600"], "must be under 600 s"),
+        (["--keepalive", "soon"], "'soon' is not a number of seconds"),
+        (["--backoff-max", "0"], "must be more than 0 seconds"),
+        (["--max-reconnects", "-2"], "cannot be negative"),
+        (["--client-id", "x" * 129], "client id must be 1 to 128 characters"),
+    ],
+)
+def test_bad_options_are_rejected_before_connecting(args: list[str], complaint: str) -> None:
+    result = run_to_exit(*args)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_mode_end_to_end_against_a_relay(relay: ScriptedRelay) -> None:
+    args = [console_script("relay-mac"), "--json", "--url", relay.url, "--keepalive", "0.05"]
+    with RunningProcess(args) as mac:
+        assert mac.wait_for_event("registered") == {
+            "event": "registered",
+            "code": "K7M2QX",
+            "session": 1,
+            "new_session": False,
+        }
+        relay.push(protocol.peer_joined("p1111111"))
+        assert mac.wait_for_event("peer_joined")["peers"] == ["p1111111"]
+        relay.push(protocol.frame("p1111111", "from the browser"))
+        assert mac.wait_for_event("frame") == {
+            "event": "frame",
+            "from": "p1111111",
+            "data": "from the browser",
+        }
+        mac.type_line("from the mac")
+        mac.type_line("@p1111111 only you")
+        relay.wait_until(lambda: len(relay.messages("send")) == 2)
+        relay.wait_until(lambda: len(relay.messages("ping")) >= 2)
+        relay.push(protocol.peer_left("p1111111"))
+        mac.wait_for_event("peer_left", peer="p1111111")
+        assert mac.terminate() == 0
+    assert [r.message for r in relay.messages("send")] == [
+        {"action": "send", "data": "from the mac"},
+        {"action": "send", "data": "only you", "to": "p1111111"},
+    ]
+    # SIGTERM closes the session properly, so the relay can tell the browsers at once.
+    relay.wait_until(lambda: 0 in relay.close_codes)
+    assert relay.close_codes[0] == 1000
+    events = [json.loads(line) for line in mac.lines]
+    assert events[-1] == {"event": "stopped", "reason": "terminated"}
+    assert "pong" not in {e["event"] for e in events}
+    assert mac.stderr_lines == []
+
+
+def test_human_mode_shows_the_code_big_and_a_new_code_after_a_reconnect(relay: ScriptedRelay) -> None:
+    args = [console_script("relay-mac"), "--url", relay.url, "--backoff-initial", "0.01"]
+    with RunningProcess(args, env={"PYTHONIOENCODING": "utf-8"}) as mac:
+        mac.wait_for_line(lambda line: "K 7 M   2 Q X" in line, "the spaced code")
+        relay.push(protocol.peer_joined("p1111111"))
+        mac.wait_for_line(lambda line: "p1111111 joined" in line, "the peer joining")
+        relay.push(protocol.frame("p1111111", "hi"))
+        mac.wait_for_line(lambda line: line == "[p1111111] hi", "the frame")
+        relay.drop()
+        mac.wait_for_line(lambda line: "NEW session code" in line, "the new-session title")
+        mac.wait_for_line(lambda line: "A B C   D E F" in line, "the new code")
+        assert mac.terminate() == 0
+    assert any("Disconnected from the relay" in line for line in mac.stderr_lines)
+    assert not any("Traceback" in line for line in mac.stderr_lines)

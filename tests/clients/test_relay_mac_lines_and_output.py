@@ -1,0 +1,108 @@
+"""What a typed line means, and how events are printed."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from relay_mac import events
+from relay_mac.client import InputLineError, Outgoing, parse_input_line
+from relay_mac.render import HumanRenderer, JsonRenderer, spaced_code
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("hello\n", Outgoing(data="hello")),
+        ("hello\r\n", Outgoing(data="hello")),
+        ("  padded  \n", Outgoing(data="  padded  ")),
+        ("@p1a2b3c4d hi there\n", Outgoing(data="hi there", to="p1a2b3c4d")),
+        ("@@not a peer\n", Outgoing(data="@not a peer")),
+        ("email me@example.com\n", Outgoing(data="email me@example.com")),
+        ("\n", None),
+        ("   \t\n", None),
+    ],
+)
+def test_parse_input_line(line: str, expected: Outgoing | None) -> None:
+    assert parse_input_line(line) == expected
+
+
+@pytest.mark.parametrize("line", ["@p1a2b3c4d\n", "@ hi\n", "@p1a2b3c4d \n"])
+def test_peer_lines_without_text_are_usage_errors(line: str) -> None:
+    with pytest.raises(InputLineError, match="@peer"):
+        parse_input_line(line)
+
+
+def test_outgoing_messages_follow_the_protocol() -> None:
+    assert Outgoing(data="x").message() == {"action": "send", "data": "x"}
+    assert Outgoing(data="x", to="p1").message() == {"action": "send", "data": "x", "to": "p1"}
+
+
+def test_json_renderer_prints_one_compact_object_per_line() -> None:
+    out = io.StringIO()
+    render = JsonRenderer(out)
+    render(events.registered("K7M2QX", 1))
+    render(events.frame("p1", "line one\nline two ✓"))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[0]) == {
+        "event": "registered",
+        "code": "K7M2QX",
+        "session": 1,
+        "new_session": False,
+    }
+    assert json.loads(lines[1]) == {"event": "frame", "from": "p1", "data": "line one\nline two ✓"}
+
+
+def test_the_code_is_shown_in_two_spaced_halves() -> None:
+    assert spaced_code("K7M2QX") == "K 7 M   2 Q X"
+
+
+def terminal(encoding: str) -> io.TextIOWrapper:
+    """A text stream with a real `encoding`, like a terminal's."""
+    return io.TextIOWrapper(io.BytesIO(), encoding=encoding, write_through=True)
+
+
+def _text(stream: io.TextIOWrapper) -> str:
+    buffer = stream.buffer
+    assert isinstance(buffer, io.BytesIO)
+    return buffer.getvalue().decode(stream.encoding)
+
+
+@pytest.mark.parametrize(("encoding", "corner"), [("utf-8", "╭"), ("ascii", "+")])
+def test_human_renderer_boxes_the_code_in_what_the_terminal_can_show(encoding: str, corner: str) -> None:
+    out, err = terminal(encoding), io.StringIO()
+    HumanRenderer(out, err)(events.registered("K7M2QX", 1))
+    text = _text(out)
+    assert "K 7 M   2 Q X" in text
+    assert corner in text
+    text.encode(encoding)  # printable on that terminal
+    assert "NEW" not in text
+
+
+def test_human_renderer_marks_a_new_session_clearly() -> None:
+    out, err = terminal("utf-8"), io.StringIO()
+    HumanRenderer(out, err)(events.registered("ABCDEF", 2))
+    assert "NEW session code" in _text(out)
+    assert "browsers must enter the new code" in _text(out)
+
+
+def test_human_renderer_lists_peers_and_prints_frames() -> None:
+    out, err = terminal("utf-8"), io.StringIO()
+    render = HumanRenderer(out, err)
+    render(events.peer_joined("p1", ["p1"]))
+    render(events.peer_joined("p2", ["p1", "p2"]))
+    render(events.peer_left("p1", ["p2"]))
+    render(events.peer_left("p2", []))
+    render(events.frame("p2", {"k": 1}))
+    render(events.sent(None, "typed"))
+    render(events.error("unknown_peer", "No browser with that peer id in this session."))
+    assert _text(out).splitlines() == [
+        "+ browser p1 joined (1 browser: p1)",
+        "+ browser p2 joined (2 browsers: p1, p2)",
+        "- browser p1 left (1 browser: p2)",
+        "- browser p2 left (no browsers connected)",
+        '[p2] {"k": 1}',
+    ]
+    assert err.getvalue().splitlines() == ["! No browser with that peer id in this session."]
