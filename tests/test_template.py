@@ -1,0 +1,437 @@
+"""template.yaml: lint-clean, and its CloudFormation (as SAM expands it) follows our rules.
+
+The rules are checked on the output of aws-sam-translator, the library behind
+`sam deploy`'s transform, so they hold for what CloudFormation will actually create
+(routes, integrations, generated roles), not just for what the YAML says.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from cfnlint.api import ManualArgs, lint, lint_file
+from cfnlint.helpers import REGIONS
+from relay import protocol
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import intrinsics_multi_constructor
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "template.yaml"
+
+# Function -> route key of the WebSocket API that invokes it.
+WEBSOCKET_ROUTES = {
+    "$connect": "ConnectFunction",
+    "$disconnect": "DisconnectFunction",
+    "register": "RegisterFunction",
+    "auth": "AuthFunction",
+    "send": "SendFunction",
+    "$default": "DefaultFunction",
+}
+FUNCTION_DIRS = {
+    "ConnectFunction": "connect",
+    "RegisterFunction": "register",
+    "AuthFunction": "auth",
+    "SendFunction": "send",
+    "DefaultFunction": "default",
+    "DisconnectFunction": "disconnect",
+    "DebugFunction": "debug",
+}
+
+# Least privilege: exactly these DynamoDB actions per function, on the table only.
+DYNAMODB_ACTIONS: dict[str, set[str]] = {
+    "ConnectFunction": set(),
+    "DefaultFunction": set(),
+    "RegisterFunction": {"GetItem", "PutItem", "UpdateItem", "ConditionCheckItem"},
+    "AuthFunction": {"GetItem", "PutItem", "UpdateItem", "ConditionCheckItem", "DeleteItem"},
+    "SendFunction": {"GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
+    "DisconnectFunction": {"GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
+    "DebugFunction": {"BatchGetItem"},
+}
+# Management API methods on @connections each function may call: POST (PostToConnection)
+# to reply, DELETE (DeleteConnection) to close.
+CONNECTION_METHODS: dict[str, set[str]] = {
+    "ConnectFunction": set(),
+    "DebugFunction": set(),
+    "RegisterFunction": {"POST"},
+    "DefaultFunction": {"POST"},
+    "AuthFunction": {"POST", "DELETE"},
+    "SendFunction": {"POST", "DELETE"},
+    "DisconnectFunction": {"POST", "DELETE"},
+}
+CONNECTIONS_ARN = re.compile(
+    r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+    r"\$\{RelayApi\}/\$\{StageName\}/(?P<method>POST|DELETE)/@connections/\*"
+)
+# What SAM attaches to every role it generates: logs and X-Ray (Tracing: Active).
+SAM_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+CLOUDWATCH_RETENTION_DAYS = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+]  # fmt: skip
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader for CloudFormation short-form tags (!Ref, !Sub, !GetAtt...)."""
+
+
+_CfnLoader.add_multi_constructor("!", intrinsics_multi_constructor)
+
+
+def load_sam_template(text: str | None = None) -> dict[str, Any]:
+    source = TEMPLATE.read_text(encoding="utf-8") if text is None else text
+    template: dict[str, Any] = yaml.load(source, Loader=_CfnLoader)
+    return template
+
+
+def translate(sam_template: dict[str, Any]) -> dict[str, Any]:
+    """Expand SAM resources into CloudFormation, as the Serverless transform does."""
+    template = copy.deepcopy(sam_template)
+    # The transform wants S3 locations; `sam build`/`sam deploy` put the local paths
+    # there (the same substitution cfn-lint makes before it transforms).
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str):
+                properties[key] = f"s3://bucket/{properties[key].strip('/')}.zip"
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1"))
+    # No IAM lookup: the template names no managed policies by name.
+    cloudformation: dict[str, Any] = translator.translate(
+        template, parameter_values={}, get_managed_policy_map=dict
+    )
+    return cloudformation
+
+
+@cache
+def _cloudformation_json() -> str:
+    return json.dumps(translate(load_sam_template()))
+
+
+@pytest.fixture
+def sam() -> dict[str, Any]:
+    return load_sam_template()
+
+
+@pytest.fixture
+def cfn() -> dict[str, Any]:
+    # A fresh copy per test: the translation is cached, the dicts are not shared.
+    translated: dict[str, Any] = json.loads(_cloudformation_json())
+    return translated
+
+
+def resources_of_type(cfn: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource
+        for logical_id, resource in cfn["Resources"].items()
+        if resource["Type"] == resource_type
+    }
+
+
+def role_statements(cfn: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    role_arn = cfn["Resources"][function]["Properties"]["Role"]
+    assert role_arn == {"Fn::GetAtt": [f"{function}Role", "Arn"]}, f"{function} must use its own role"
+    role = cfn["Resources"][f"{function}Role"]["Properties"]
+    return [
+        statement
+        for policy in role.get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# ---- cfn-lint ----------------------------------------------------------------------
+
+
+def describe(matches: list[Any]) -> str:
+    return "\n".join(f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches)
+
+
+def test_cfn_lint_reports_nothing_in_any_region() -> None:
+    # Errors and warnings (cfn-lint's default), checked in every region so that
+    # python3.13/arm64 availability and resource support are validated everywhere.
+    matches = lint_file(TEMPLATE, config=ManualArgs(regions=REGIONS))
+    assert matches == [], describe(matches)
+
+
+def test_cfn_lint_catches_a_broken_template() -> None:
+    """The lint test above can fail: a retired runtime is an error cfn-lint reports."""
+    broken = TEMPLATE.read_text(encoding="utf-8").replace("Runtime: python3.13", "Runtime: python2.7", 1)
+    assert broken != TEMPLATE.read_text(encoding="utf-8")
+    errors = [m for m in lint(broken, regions=["us-east-1"]) if m.rule.severity == "error"]
+    assert errors
+
+
+# ---- WebSocket API -----------------------------------------------------------------
+
+
+def test_websocket_api_selects_routes_by_action(cfn: dict[str, Any]) -> None:
+    api = cfn["Resources"]["RelayApi"]
+    assert api["Type"] == "AWS::ApiGatewayV2::Api"
+    assert api["Properties"]["ProtocolType"] == "WEBSOCKET"
+    assert api["Properties"]["RouteSelectionExpression"] == "$request.body.action"
+
+
+def test_each_route_integrates_its_function(cfn: dict[str, Any]) -> None:
+    routes = resources_of_type(cfn, "AWS::ApiGatewayV2::Route")
+    integrations = resources_of_type(cfn, "AWS::ApiGatewayV2::Integration")
+    targets: dict[str, str] = {}
+    for route in routes.values():
+        properties = route["Properties"]
+        assert properties["ApiId"] == {"Ref": "RelayApi"}
+        join = properties["Target"]["Fn::Join"]
+        assert join[0] == "/"
+        assert join[1][0] == "integrations"
+        integration = integrations[join[1][1]["Ref"]]["Properties"]
+        assert integration["ApiId"] == {"Ref": "RelayApi"}
+        assert integration["IntegrationType"] == "AWS_PROXY"
+        uri, variables = integration["IntegrationUri"]["Fn::Sub"]
+        assert uri.endswith("/functions/${FunctionArn}/invocations")
+        function_arn = variables["FunctionArn"]["Fn::GetAtt"]
+        assert function_arn[1] == "Arn"
+        targets[properties["RouteKey"]] = function_arn[0]
+    assert targets == WEBSOCKET_ROUTES
+
+
+def test_api_gateway_may_invoke_each_route_function(cfn: dict[str, Any]) -> None:
+    permissions = resources_of_type(cfn, "AWS::Lambda::Permission")
+    invocable: set[str] = set()
+    for permission in permissions.values():
+        properties = permission["Properties"]
+        assert properties["Principal"] == "apigateway.amazonaws.com"
+        assert properties["Action"] == "lambda:InvokeFunction"
+        function = properties["FunctionName"]
+        # SAM names WebSocket route functions by ARN and HTTP API event functions by Ref.
+        invocable.add(function["Fn::GetAtt"][0] if "Fn::GetAtt" in function else function["Ref"])
+    assert invocable == set(FUNCTION_DIRS)
+
+
+def test_stage_name_comes_from_a_parameter(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    stages = [
+        stage["Properties"]
+        for stage in resources_of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
+        if stage["Properties"]["ApiId"] == {"Ref": "RelayApi"}
+    ]
+    assert len(stages) == 1
+    assert stages[0]["StageName"] == {"Ref": "StageName"}
+    assert stages[0]["AutoDeploy"] is True
+    assert sam["Parameters"]["StageName"]["Default"] == "prod"
+
+
+def test_debug_route_is_get_debug_sessions(cfn: dict[str, Any]) -> None:
+    http_api = cfn["Resources"]["ServerlessHttpApi"]
+    assert http_api["Type"] == "AWS::ApiGatewayV2::Api"
+    paths = http_api["Properties"]["Body"]["paths"]
+    assert list(paths) == ["/debug/sessions"]
+    assert list(paths["/debug/sessions"]) == ["get"]
+    integration = paths["/debug/sessions"]["get"]["x-amazon-apigateway-integration"]
+    assert integration["type"] == "aws_proxy"
+    assert integration["payloadFormatVersion"] == "2.0"
+    assert "${DebugFunction.Arn}" in integration["uri"]["Fn::Sub"]
+
+
+# ---- DynamoDB ----------------------------------------------------------------------
+
+
+def test_sessions_table(cfn: dict[str, Any]) -> None:
+    tables = resources_of_type(cfn, "AWS::DynamoDB::Table")
+    assert list(tables) == ["SessionsTable"]
+    table = tables["SessionsTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+
+
+# ---- IAM ---------------------------------------------------------------------------
+
+
+def dynamodb_grants(cfn: dict[str, Any], function: str) -> set[str]:
+    """The function's DynamoDB actions, asserting each is granted on the sessions table only."""
+    granted: set[str] = set()
+    for statement in role_statements(cfn, function):
+        actions = as_list(statement["Action"])
+        if not any(action.startswith("dynamodb:") for action in actions):
+            continue
+        assert statement["Effect"] == "Allow"
+        assert all(action.startswith("dynamodb:") for action in actions), statement
+        assert as_list(statement["Resource"]) == [{"Fn::GetAtt": ["SessionsTable", "Arn"]}], statement
+        granted.update(action.removeprefix("dynamodb:") for action in actions)
+    return granted
+
+
+@pytest.mark.parametrize("function", list(FUNCTION_DIRS))
+def test_function_role_grants_exactly_its_dynamodb_actions_on_the_table(
+    cfn: dict[str, Any], function: str
+) -> None:
+    assert dynamodb_grants(cfn, function) == DYNAMODB_ACTIONS[function]
+
+
+@pytest.mark.parametrize("function", list(FUNCTION_DIRS))
+def test_function_role_manages_only_this_apis_connections(cfn: dict[str, Any], function: str) -> None:
+    methods: set[str] = set()
+    for statement in role_statements(cfn, function):
+        if as_list(statement["Action"]) != ["execute-api:ManageConnections"]:
+            continue
+        assert statement["Effect"] == "Allow"
+        for resource in as_list(statement["Resource"]):
+            match = CONNECTIONS_ARN.fullmatch(resource["Fn::Sub"])
+            assert match, resource
+            methods.add(match["method"])
+    assert methods == CONNECTION_METHODS[function]
+
+
+def assert_role_has_nothing_else(cfn: dict[str, Any], function: str) -> None:
+    role = cfn["Resources"][f"{function}Role"]["Properties"]
+    assert set(role["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES
+    for statement in role_statements(cfn, function):
+        actions = as_list(statement["Action"])
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement
+        assert "NotResource" not in statement
+        assert all(action.startswith(("dynamodb:", "execute-api:ManageConnections")) for action in actions)
+        assert all("*" not in action for action in actions), statement
+        for resource in as_list(statement["Resource"]):
+            assert resource != "*"
+            assert isinstance(resource, dict), f"{function}: literal resource {resource!r}"
+
+
+@pytest.mark.parametrize("function", list(FUNCTION_DIRS))
+def test_function_role_has_nothing_else(cfn: dict[str, Any], function: str) -> None:
+    assert_role_has_nothing_else(cfn, function)
+
+
+def test_iam_checks_notice_a_wildcard_resource(sam: dict[str, Any]) -> None:
+    """The IAM tests above can fail: widening one statement to '*' is caught."""
+    statement = sam["Resources"]["SendFunction"]["Properties"]["Policies"][0]["Statement"][0]
+    statement["Resource"] = "*"
+    widened = translate(sam)
+    with pytest.raises(AssertionError):
+        dynamodb_grants(widened, "SendFunction")
+    with pytest.raises(AssertionError):
+        assert_role_has_nothing_else(widened, "SendFunction")
+
+
+# ---- functions, layer, logs --------------------------------------------------------
+
+
+def test_functions_run_python313_on_arm64_from_their_folders(
+    sam: dict[str, Any], cfn: dict[str, Any]
+) -> None:
+    functions = resources_of_type(cfn, "AWS::Lambda::Function")
+    assert set(functions) == set(FUNCTION_DIRS)
+    for name, function in functions.items():
+        properties = function["Properties"]
+        assert properties["Runtime"] == "python3.13", name
+        assert properties["Architectures"] == ["arm64"], name
+        assert properties["Handler"] == "app.lambda_handler", name
+        assert properties["MemorySize"] == 256, name
+        assert properties["Timeout"] == 10, name
+        assert properties["TracingConfig"] == {"Mode": "Active"}, name
+        assert sam["Resources"][name]["Properties"]["CodeUri"] == f"functions/{FUNCTION_DIRS[name]}/"
+        assert (REPO / "functions" / FUNCTION_DIRS[name] / "app.py").is_file(), name
+
+
+def test_functions_use_the_relay_layer(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    layers = resources_of_type(cfn, "AWS::Lambda::LayerVersion")
+    assert len(layers) == 1
+    [(layer_id, layer)] = layers.items()
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    for name, function in resources_of_type(cfn, "AWS::Lambda::Function").items():
+        assert function["Properties"]["Layers"] == [{"Ref": layer_id}], name
+    source = sam["Resources"]["RelayLayer"]
+    assert source["Properties"]["ContentUri"] == "layers/relay"
+    assert source["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+
+
+def test_functions_get_their_settings_from_parameters(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    expected_refs = {
+        "TABLE_NAME": "SessionsTable",
+        "MAX_BROWSERS": "MaxBrowsers",
+        "MAX_AUTH_ATTEMPTS": "MaxAuthAttempts",
+        "SESSION_TTL_SECONDS": "SessionTtlSeconds",
+        "MAX_CODE_ATTEMPTS": "MaxCodeAttempts",
+        "COUNTER_SHARDS": "CounterShards",
+        "POWERTOOLS_LOG_LEVEL": "LogLevel",
+    }
+    for name, function in resources_of_type(cfn, "AWS::Lambda::Function").items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables == {
+            **{key: {"Ref": target} for key, target in expected_refs.items()},
+            "POWERTOOLS_SERVICE_NAME": "pairing-relay",
+            "POWERTOOLS_METRICS_NAMESPACE": "PairingRelay",
+        }, name
+    parameters = sam["Parameters"]
+    assert parameters["LogLevel"]["Default"] == "INFO"
+    for parameter in (
+        "MaxBrowsers",
+        "MaxAuthAttempts",
+        "SessionTtlSeconds",
+        "MaxCodeAttempts",
+        "CounterShards",
+    ):
+        spec = parameters[parameter]
+        assert spec["Type"] == "Number"
+        assert 1 <= spec["MinValue"] <= spec["Default"] <= spec["MaxValue"], parameter
+
+
+def test_parameter_defaults_match_the_protocol_module(sam: dict[str, Any]) -> None:
+    parameters = sam["Parameters"]
+    assert parameters["MaxBrowsers"]["Default"] == protocol.DEFAULT_MAX_BROWSERS
+    assert parameters["MaxAuthAttempts"]["Default"] == protocol.DEFAULT_MAX_AUTH_ATTEMPTS
+    assert parameters["SessionTtlSeconds"]["Default"] == protocol.DEFAULT_SESSION_TTL_SECONDS
+    assert parameters["MaxCodeAttempts"]["Default"] == protocol.DEFAULT_MAX_CODE_ATTEMPTS
+    assert parameters["CounterShards"]["Default"] == protocol.DEFAULT_COUNTER_SHARDS
+
+
+def test_each_function_logs_to_its_own_group_with_the_retention_parameter(
+    sam: dict[str, Any], cfn: dict[str, Any]
+) -> None:
+    log_groups = resources_of_type(cfn, "AWS::Logs::LogGroup")
+    assert set(log_groups) == {f"{name}LogGroup" for name in FUNCTION_DIRS}
+    for name, function in resources_of_type(cfn, "AWS::Lambda::Function").items():
+        properties = function["Properties"]
+        group = log_groups[f"{name}LogGroup"]["Properties"]
+        assert properties["LoggingConfig"] == {"LogGroup": {"Ref": f"{name}LogGroup"}}, name
+        # /aws/lambda/<function name>, the group Lambda would otherwise create unmanaged.
+        assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/" + properties["FunctionName"]["Fn::Sub"]}
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+    retention = sam["Parameters"]["LogRetentionDays"]
+    assert retention["Default"] == 14
+    assert retention["AllowedValues"] == CLOUDWATCH_RETENTION_DAYS
+
+
+def test_outputs(sam: dict[str, Any]) -> None:
+    outputs = {name: output["Value"] for name, output in sam["Outputs"].items()}
+    assert outputs == {
+        "WebSocketUrl": {
+            "Fn::Sub": "wss://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
+        },
+        "DebugUrl": {
+            "Fn::Sub": "https://${ServerlessHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/debug/sessions"
+        },
+        "TableName": {"Ref": "SessionsTable"},
+        "ManagementApiEndpoint": {
+            "Fn::Sub": "https://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
+        },
+    }
