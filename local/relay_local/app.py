@@ -1,0 +1,346 @@
+"""Putting relay-local together: template, DynamoDB, function workers, the two servers."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from relay_local.dynamodb import EMBEDDED_CREDENTIALS, DynamoDbError, EmbeddedDynamoDb, create_tables
+from relay_local.gateway import (
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONNECTION_SECONDS,
+    Gateway,
+    GatewaySettings,
+)
+from relay_local.http_api import HttpApi
+from relay_local.template import Template, TemplateError, load_template, local_api_id
+from relay_local.workers import FunctionPool, FunctionStartError, Invocation, worker_environment, worker_spec
+
+log = logging.getLogger("relay_local")
+
+MANAGEMENT_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"
+DYNAMODB_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_DYNAMODB"
+# What a worker may inherit from relay-local's own environment: how to find credentials
+# when --dynamodb-endpoint points at real AWS (the SDK's usual chain).
+_CREDENTIAL_VARIABLES = (
+    "HOME",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CA_BUNDLE",
+)
+
+
+class StartupError(Exception):
+    """relay-local cannot start; the message is for the user, the exit code for scripts."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Options:
+    template: Path = Path("template.yaml")
+    host: str = "127.0.0.1"
+    ws_port: int = 3001
+    http_port: int = 3000
+    stage: str | None = None
+    dynamodb_endpoint: str | None = None
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    stack_name: str = "local"
+    region: str = "us-east-1"
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    max_connection_duration: float = DEFAULT_MAX_CONNECTION_SECONDS
+    workers_per_function: int = 4
+    reload: bool = False
+    static_dir: Path | None = None
+
+
+def bind(host: str, port: int, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"Port {port} on {host} is already in use ({what}); stop what uses it or pass another port"
+            ) from None
+        raise StartupError(f"Cannot listen on {host}:{port} ({what}): {error.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - we only translate it
+
+
+def _describe(invocation: Invocation) -> str:
+    if invocation.status == "ok":
+        result = invocation.result
+        if isinstance(result, dict) and "statusCode" in result:
+            return str(result["statusCode"])
+        return "ok"
+    if invocation.status == "error" and invocation.error:
+        return f"error {invocation.error.get('errorType', '')}: {invocation.error.get('errorMessage', '')}"
+    return invocation.status
+
+
+class RelayLocal:
+    def __init__(self, options: Options, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.template: Template | None = None
+        self.pools: dict[str, FunctionPool] = {}
+        self.gateway: Gateway | None = None
+        self.http_api: HttpApi | None = None
+        self.dynamodb: EmbeddedDynamoDb | None = None
+        self.ws_port = 0
+        self.http_port = 0
+        self._stop = asyncio.Event()
+
+    # ---- start-up --------------------------------------------------------------------
+
+    def load(self) -> Template:
+        options = self.options
+        try:
+            template = load_template(
+                options.template,
+                stack_name=options.stack_name,
+                region=options.region,
+                parameter_overrides=options.parameter_overrides,
+            )
+        except TemplateError as error:
+            raise StartupError(str(error)) from None
+        if template.websocket_api is None:
+            raise StartupError(
+                f"{options.template} has no WebSocket API (a resource of type AWS::Serverless::WebSocketApi); "
+                "relay-local has nothing to serve"
+            )
+        served = {route.function_id for route in template.websocket_api.routes.values()}
+        served |= {route.function_id for route in template.http_routes}
+        for function_id in sorted(served):
+            function = template.functions[function_id]
+            if not function.code_dir.is_dir():
+                raise StartupError(f"{function_id}: CodeUri {function.code_dir} does not exist")
+            if function.handler_file() is None:
+                module_path = Path(*function.handler_module.split(".")).with_suffix(".py")
+                raise StartupError(
+                    f"{function_id}: handler file {function.code_dir / module_path} is missing "
+                    f"(Handler: {function.handler})"
+                )
+        for layer_path in {path for function in template.functions.values() for path in function.layer_paths}:
+            if not layer_path.is_dir():
+                raise StartupError(f"Layer content {layer_path} does not exist")
+        for warning in template.warnings:
+            log.warning("%s", warning)
+        self.template = template
+        return template
+
+    def _credentials(self, embedded: bool) -> dict[str, str]:
+        if embedded:
+            return dict(EMBEDDED_CREDENTIALS)
+        passthrough = {name: os.environ[name] for name in _CREDENTIAL_VARIABLES if name in os.environ}
+        has_credentials = (
+            "AWS_ACCESS_KEY_ID" in passthrough
+            or "AWS_PROFILE" in passthrough
+            or Path(
+                passthrough.get("AWS_SHARED_CREDENTIALS_FILE", Path.home() / ".aws" / "credentials")
+            ).exists()
+        )
+        if not has_credentials:
+            log.warning("No AWS credentials found; the functions sign their requests with dummy ones")
+            passthrough.update(EMBEDDED_CREDENTIALS)
+        return passthrough
+
+    async def start(self) -> None:
+        template = self.load()
+        assert template.websocket_api is not None
+        options = self.options
+        stage = options.stage or template.websocket_api.stage
+        ws_socket = bind(options.host, options.ws_port, "WebSocket API")
+        try:
+            http_socket = bind(options.host, options.http_port, "HTTP API")
+        except StartupError:
+            ws_socket.close()
+            raise
+        self.ws_port = ws_socket.getsockname()[1]
+        self.http_port = http_socket.getsockname()[1]
+
+        embedded = options.dynamodb_endpoint is None
+        if embedded:
+            self.dynamodb = EmbeddedDynamoDb()
+            dynamodb_endpoint = await asyncio.to_thread(self.dynamodb.start)
+        else:
+            dynamodb_endpoint = str(options.dynamodb_endpoint)
+        credentials = self._credentials(embedded)
+        try:
+            self.created_tables = await asyncio.to_thread(
+                create_tables,
+                list(template.tables.values()),
+                endpoint=dynamodb_endpoint,
+                region=options.region,
+                credentials=credentials,
+            )
+        except DynamoDbError as error:
+            raise StartupError(str(error)) from None
+        self.dynamodb_endpoint = dynamodb_endpoint
+
+        client_host = _client_host(options.host)
+        extra = {
+            DYNAMODB_ENDPOINT_VARIABLE: dynamodb_endpoint,
+            MANAGEMENT_ENDPOINT_VARIABLE: f"http://{client_host}:{self.ws_port}/{stage}",
+        }
+        for function_id, function in template.functions.items():
+            environment = worker_environment(
+                function, region=options.region, extra=extra, passthrough=credentials
+            )
+            self.pools[function_id] = FunctionPool(
+                function,
+                environment,
+                worker_spec(function, template.function_arn(function)),
+                options.workers_per_function,
+            )
+        try:
+            await asyncio.gather(*(pool.warm_up() for pool in self.pools.values()))
+        except FunctionStartError as error:
+            raise StartupError(str(error), exit_code=1) from None
+
+        self.gateway = Gateway(
+            template.websocket_api,
+            GatewaySettings(
+                stage=stage,
+                api_id=local_api_id(template.websocket_api.logical_id),
+                idle_timeout_seconds=options.idle_timeout,
+                max_connection_seconds=options.max_connection_duration,
+            ),
+            self.invoke,
+        )
+        await self.gateway.start(ws_socket)
+        static_dir = options.static_dir
+        if static_dir is None:
+            default_static = template.path.resolve().parent / "clients" / "browser"
+            static_dir = default_static if default_static.is_dir() else None
+        self.static_dir = static_dir
+        self.http_api = HttpApi(
+            template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir
+        )
+        await self.http_api.start(http_socket)
+        self.stage = stage
+
+    async def invoke(
+        self, function_id: str, event: dict[str, Any], route_key: str, connection_id: str
+    ) -> tuple[Invocation, str]:
+        pool = self.pools[function_id]
+        invocation, request_id = await pool.invoke(event)
+        log.info(
+            "%-12s %-17s %-24s %8.1f ms  %s",
+            route_key,
+            connection_id,
+            pool.function.name,
+            invocation.duration_ms,
+            _describe(invocation),
+        )
+        return invocation, request_id
+
+    def banner(self) -> str:
+        template = self.template
+        assert template is not None and template.websocket_api is not None
+        host = _client_host(self.options.host)
+        ws_url = f"ws://{host}:{self.ws_port}"
+        http_url = f"http://{host}:{self.http_port}"
+        lines = [
+            f"relay-local serving {self.options.template}",
+            f"  WebSocket API   {ws_url}  (also {ws_url}/{self.stage})",
+            f"  Management API  http://{host}:{self.ws_port}/{self.stage}/@connections/{{connectionId}}",
+            f"  HTTP API        {http_url}",
+        ]
+        if self.static_dir is not None:
+            lines.append(f"  Static files    {http_url}/  ({self.static_dir})")
+        kind = "embedded moto" if self.dynamodb is not None else "external"
+        tables = ", ".join(table.name for table in template.tables.values()) or "none"
+        lines.append(f"  DynamoDB        {self.dynamodb_endpoint}  ({kind}; tables: {tables})")
+        lines.append("  Routes:")
+        for route in template.websocket_api.routes.values():
+            function = template.functions[route.function_id]
+            lines.append(f"    WS   {route.route_key:<22} -> {route.function_id} ({function.name})")
+        for http_route in template.http_routes:
+            function = template.functions[http_route.function_id]
+            lines.append(f"    HTTP {http_route.route_key:<22} -> {http_route.function_id} ({function.name})")
+        lines.append(
+            f"  Functions reach the Management API through {MANAGEMENT_ENDPOINT_VARIABLE}="
+            f"http://{host}:{self.ws_port}/{self.stage}"
+        )
+        if self.options.reload:
+            lines.append("  Reloading functions when their files change")
+        lines.append(f"relay-local ready {ws_url} {http_url}")
+        return "\n".join(lines)
+
+    # ---- running and stopping --------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            print(self.banner(), file=self.out, flush=True)
+            if on_ready is not None:
+                on_ready()
+            watcher = asyncio.create_task(self._watch()) if self.options.reload else None
+            await self._stop.wait()
+            log.info("Stopping: closing connections and running $disconnect")
+            if watcher is not None:
+                watcher.cancel()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.http_api is not None:
+            await self.http_api.close()
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        if self.dynamodb is not None:
+            await asyncio.to_thread(self.dynamodb.stop)
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch  # noqa: PLC0415 - only with --reload
+
+        assert self.template is not None
+        roots: dict[str, list[FunctionPool]] = {}
+        for function_id, pool in self.pools.items():
+            function = self.template.functions[function_id]
+            for root in (function.code_dir, *function.layer_paths):
+                roots.setdefault(str(root), []).append(pool)
+        async for changes in awatch(*roots, watch_filter=lambda _change, path: path.endswith(".py")):
+            changed = [path for _change, path in changes]
+            affected = {
+                pool
+                for root, pools in roots.items()
+                for pool in pools
+                if any(path.startswith(root + os.sep) for path in changed)
+            }
+            for pool in affected:
+                await pool.recycle()
+            names = ", ".join(sorted(pool.function.logical_id for pool in affected))
+            log.info("Reloaded %s (changed: %s)", names, ", ".join(sorted(changed)))

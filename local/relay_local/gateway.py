@@ -1,0 +1,536 @@
+"""The WebSocket API and its Management API, on one port, as API Gateway serves them.
+
+Each TCP connection starts in `FrontDoor`, which reads the request head and hands the
+socket either to a `WebSocketConnection` (an upgrade) or to aiohttp (the Management API:
+POST/GET/DELETE /@connections/{id}, with or without the stage in front).
+
+WebSocket frames are handled with the `websockets` library's Sans-I/O protocol, which
+reports every frame with its size and opcode; that is what lets relay-local enforce API
+Gateway's limits exactly: 32 KB per frame and 128 KB per message (close code 1009), no
+binary frames (close code 1003).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from relay_local.events import (
+    ConnectionFacts,
+    connect_event,
+    disconnect_event,
+    gateway_id,
+    iso_timestamp,
+    message_event,
+    now_ms,
+)
+from relay_local.template import WebSocketApi
+from relay_local.workers import Invocation
+
+log = logging.getLogger("relay_local")
+
+# API Gateway's quotas for WebSocket APIs.
+MAX_FRAME_BYTES = 32 * 1024
+MAX_MESSAGE_BYTES = 128 * 1024
+DEFAULT_IDLE_TIMEOUT_SECONDS = 10 * 60
+DEFAULT_MAX_CONNECTION_SECONDS = 2 * 60 * 60
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_DATA = 1007
+CLOSE_NORMAL = 1000
+# A peer that does not answer our close frame within this time is cut off.
+_CLOSE_HANDSHAKE_SECONDS = 5.0
+_MAX_REQUEST_HEAD_BYTES = 64 * 1024
+
+# Runs one function for a route: (function logical id, event, route key, connection id).
+Invoke = Callable[[str, dict[str, Any], str, str], Awaitable[tuple[Invocation, str]]]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    stage: str
+    api_id: str
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    max_connection_seconds: float = DEFAULT_MAX_CONNECTION_SECONDS
+
+
+class RouteSelector:
+    """Evaluates a RouteSelectionExpression such as `$request.body.action` on a message body."""
+
+    _EXPRESSION = re.compile(r"^\$\{?request\.body\.([A-Za-z0-9_.\-]+)\}?$")
+
+    def __init__(self, api: WebSocketApi) -> None:
+        match = self._EXPRESSION.match(api.route_selection_expression.strip())
+        if match is None:
+            raise ValueError(
+                f"RouteSelectionExpression {api.route_selection_expression!r} is not supported; "
+                "relay-local understands $request.body.<path>"
+            )
+        self.path = match.group(1).split(".")
+        self.routes = api.routes
+
+    def select(self, body: str) -> str | None:
+        """The route key for this message, `$default`, or None when nothing matches."""
+        try:
+            value: Any = json.loads(body)
+        except ValueError:
+            value = None
+        for key in self.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and not value.startswith("$") and value in self.routes:
+            return value
+        return "$default" if "$default" in self.routes else None
+
+
+def _json_body(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """One client connection: the handshake with $connect, frames, limits, and $disconnect."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.ws = ServerProtocol(max_size=(MAX_MESSAGE_BYTES, MAX_FRAME_BYTES))
+        self.transport: asyncio.Transport | None = None
+        self.facts: ConnectionFacts | None = None
+        self.opened = False
+        self.last_active_ms = 0
+        self.closed = asyncio.get_running_loop().create_future()
+        self._fragments: list[bytes] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._lifetime_timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._finished = False
+        self._source_ip = "127.0.0.1"
+
+    # ---- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._source_ip = str(peer[0])
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._process()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    # ---- frames ----------------------------------------------------------------------
+
+    def _process(self) -> None:
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self._on_handshake(event)
+            elif isinstance(event, Frame):
+                self._on_frame(event)
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+            else:
+                # End of stream: the server closes the TCP connection once the close
+                # handshake is done (RFC 6455, 7.1.1).
+                self.transport.close()
+                return
+
+    def _on_frame(self, frame: Frame) -> None:
+        if not self.opened:
+            return
+        if frame.opcode is Opcode.BINARY:
+            # API Gateway WebSocket APIs carry text only.
+            self.ws.fail(CLOSE_UNSUPPORTED_DATA, "Binary frames are not supported")
+            return
+        if frame.opcode is Opcode.TEXT:
+            if frame.fin:
+                self._on_message(frame.data)
+            else:
+                self._fragments = [bytes(frame.data)]
+        elif frame.opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                self._on_message(data)
+        # Ping, pong and close frames are answered by the protocol itself; pings do not
+        # count as activity for the idle timeout, as on API Gateway.
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            body = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.ws.fail(CLOSE_INVALID_DATA, "Text frames must be UTF-8")
+            return
+        self.last_active_ms = now_ms()
+        self._arm_idle_timer()
+        task = asyncio.create_task(self._route_message(body))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    def send_text(self, data: bytes) -> None:
+        """Send a message, split into frames of at most 32 KB as API Gateway does."""
+        chunks = [data[i : i + MAX_FRAME_BYTES] for i in range(0, len(data), MAX_FRAME_BYTES)] or [b""]
+        self.ws.send_text(chunks[0], fin=len(chunks) == 1)
+        for index, chunk in enumerate(chunks[1:], start=2):
+            self.ws.send_continuation(chunk, fin=index == len(chunks))
+        self._flush()
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened and self.ws.state is State.OPEN and not self._finished
+
+    def close_by_server(self, code: int, reason: str) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)
+            self._flush()
+            loop = asyncio.get_running_loop()
+            self._abort_timer = loop.call_later(_CLOSE_HANDSHAKE_SECONDS, self._abort)
+        elif self.ws.state is State.CONNECTING and self.transport is not None:
+            self.transport.abort()
+
+    def _abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    # ---- timers ----------------------------------------------------------------------
+
+    def _arm_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = asyncio.get_running_loop().call_later(
+            self.gateway.settings.idle_timeout_seconds, self.close_by_server, CLOSE_GOING_AWAY, "Going away"
+        )
+
+    # ---- the handshake and $connect --------------------------------------------------
+
+    def _on_handshake(self, request: Request) -> None:
+        assert self.transport is not None
+        url = urlsplit(request.path)
+        stage = self.gateway.settings.stage
+        if url.path.rstrip("/") not in ("", f"/{stage}"):
+            self._reject(403, {"message": "Forbidden"})
+            return
+        response = self.ws.accept(request)
+        if response.status_code != 101:
+            self.ws.send_response(response)
+            return
+        self.transport.pause_reading()
+        task = asyncio.create_task(self._connect(request, response, url.query))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    def _reject(self, status: int, body: dict[str, Any]) -> None:
+        response = self.ws.reject(status, _json_body(body))
+        response.headers["Content-Type"] = "application/json"
+        response.headers["Content-Length"] = str(len(response.body))
+        self.ws.send_response(response)
+        self._flush()
+
+    async def _connect(self, request: Request, response: Response, query: str) -> None:
+        connected_at = now_ms()
+        self.facts = ConnectionFacts(
+            connection_id=gateway_id(),
+            connected_at_ms=connected_at,
+            source_ip=self._source_ip,
+            user_agent=request.headers.get("User-Agent"),
+            domain_name=request.headers.get("Host", "localhost"),
+            stage=self.gateway.settings.stage,
+            api_id=self.gateway.settings.api_id,
+        )
+        route = self.gateway.api.routes.get("$connect")
+        if route is not None:
+            event = connect_event(self.facts, request.headers.raw_items(), query)
+            invocation, _ = await self.gateway.invoke(
+                route.function_id, event, "$connect", self.facts.connection_id
+            )
+            if not invocation.ok:
+                self._reject(
+                    500,
+                    {
+                        "message": "Internal server error",
+                        "connectionId": self.facts.connection_id,
+                        "requestId": event["requestContext"]["requestId"],
+                    },
+                )
+                return
+            result = invocation.result
+            status = result.get("statusCode") if isinstance(result, dict) else None
+            if status is not None and not (isinstance(status, int) and 200 <= status < 300):
+                self._reject(403, {"message": "Forbidden"})
+                return
+            headers = result.get("headers") if isinstance(result, dict) else None
+            if isinstance(headers, dict):
+                for name, value in headers.items():
+                    if name.lower() == "sec-websocket-protocol":
+                        response.headers["Sec-WebSocket-Protocol"] = str(value)
+        if self.transport is None or self.transport.is_closing():
+            return  # the client gave up during $connect
+        self.ws.send_response(response)
+        self.opened = True
+        self.last_active_ms = connected_at
+        self.gateway.connections[self.facts.connection_id] = self
+        self._arm_idle_timer()
+        self._lifetime_timer = asyncio.get_running_loop().call_later(
+            self.gateway.settings.max_connection_seconds, self.close_by_server, CLOSE_GOING_AWAY, "Going away"
+        )
+        self._flush()
+        self.transport.resume_reading()
+
+    # ---- messages --------------------------------------------------------------------
+
+    async def _route_message(self, body: str) -> None:
+        assert self.facts is not None
+        route_key = self.gateway.selector.select(body)
+        if route_key is None:
+            # API Gateway's own answer when no route matches and there is no $default.
+            self._reply(
+                {"message": "Forbidden", "connectionId": self.facts.connection_id, "requestId": gateway_id()}
+            )
+            return
+        route = self.gateway.api.routes[route_key]
+        event = message_event(self.facts, route_key, body)
+        invocation, _ = await self.gateway.invoke(
+            route.function_id, event, route_key, self.facts.connection_id
+        )
+        request_id = event["requestContext"]["requestId"]
+        if invocation.status == "timeout":
+            self._reply(
+                {
+                    "message": "Endpoint request timed out",
+                    "connectionId": self.facts.connection_id,
+                    "requestId": request_id,
+                }
+            )
+        elif not invocation.ok:
+            self._reply(
+                {
+                    "message": "Internal server error",
+                    "connectionId": self.facts.connection_id,
+                    "requestId": request_id,
+                }
+            )
+        elif route.route_response_selection_expression:
+            # Two-way route: API Gateway forwards the integration's body to the client.
+            body_out = _route_response_body(invocation.result)
+            if body_out is not None and self.is_open:
+                self.send_text(body_out.encode("utf-8"))
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        if self.is_open:
+            self.send_text(_json_body(message).encode("utf-8"))
+
+    # ---- the end ---------------------------------------------------------------------
+
+    def close_status(self) -> tuple[int, str]:
+        """The close code and reason the connection ended with, as $disconnect reports them."""
+        received, sent = self.ws.close_rcvd, self.ws.close_sent
+        close: Close | None
+        if received is not None and (sent is None or self.ws.close_rcvd_then_sent):
+            close = received
+        else:
+            close = sent
+        if close is None:
+            return 1006, "Connection lost without a close frame"
+        if close.code == 1005:
+            return 1005, "Client-side close frame status not set"
+        return close.code, close.reason
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for timer in (self._idle_timer, self._lifetime_timer, self._abort_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.facts is not None:
+            self.gateway.connections.pop(self.facts.connection_id, None)
+        if self.opened:
+            self.gateway.track(asyncio.create_task(self._disconnect()))
+        elif not self.closed.done():
+            self.closed.set_result(None)
+
+    async def _disconnect(self) -> None:
+        assert self.facts is not None
+        try:
+            # $disconnect comes after the invocations the connection's messages started.
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            route = self.gateway.api.routes.get("$disconnect")
+            if route is not None:
+                code, reason = self.close_status()
+                event = disconnect_event(self.facts, code, reason)
+                await self.gateway.invoke(route.function_id, event, "$disconnect", self.facts.connection_id)
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(None)
+
+
+def _route_response_body(result: Any) -> str | None:
+    if result is None:
+        return None
+    if isinstance(result, dict):
+        body = result.get("body")
+        if body is None:
+            return None
+        return body if isinstance(body, str) else json.dumps(body)
+    return result if isinstance(result, str) else json.dumps(result)
+
+
+class FrontDoor(asyncio.Protocol):
+    """Reads the request head of a new TCP connection and passes the socket to the right protocol."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > _MAX_REQUEST_HEAD_BYTES:
+                self.transport.close()
+            return
+        head = bytes(self.buffer[:end]).decode("latin-1").lower()
+        is_upgrade = re.search(r"^upgrade:[^\r\n]*websocket", head, re.MULTILINE) is not None
+        protocol: asyncio.Protocol = (
+            WebSocketConnection(self.gateway) if is_upgrade else self.gateway.http_protocol()
+        )
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(bytes(self.buffer))
+
+
+class Gateway:
+    """The WebSocket API of the template, served on one port with its Management API."""
+
+    def __init__(self, api: WebSocketApi, settings: GatewaySettings, invoke: Invoke) -> None:
+        self.api = api
+        self.settings = settings
+        self.invoke = invoke
+        self.selector = RouteSelector(api)
+        self.connections: dict[str, WebSocketConnection] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def http_protocol(self) -> asyncio.Protocol:
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server()
+
+    async def start(self, sock: socket.socket) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        management = ManagementApi(self)
+        for prefix in ("", f"/{self.settings.stage}"):
+            app.router.add_route("POST", prefix + "/@connections/{connection_id}", management.post)
+            app.router.add_route("GET", prefix + "/@connections/{connection_id}", management.get)
+            app.router.add_route("DELETE", prefix + "/@connections/{connection_id}", management.delete)
+        app.router.add_route("*", "/{tail:.*}", management.not_found)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: FrontDoor(self), sock=sock)
+
+    async def close(self) -> None:
+        """Close every connection as API Gateway would (1001), and let their $disconnect run."""
+        if self._server is not None:
+            self._server.close()
+        connections = list(self.connections.values())
+        for connection in connections:
+            connection.close_by_server(CLOSE_GOING_AWAY, "Going away")
+        waiting = [connection.closed for connection in connections]
+        if waiting:
+            await asyncio.wait(waiting, timeout=_CLOSE_HANDSHAKE_SECONDS * 2)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=30)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def _error(status: int, error_type: str, message: str | None) -> web.Response:
+    return web.json_response({"message": message}, status=status, headers={"x-amzn-ErrorType": error_type})
+
+
+class ManagementApi:
+    """POST/GET/DELETE /@connections/{id}, answering as API Gateway's Management API does."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _open_connection(self, request: web.Request) -> WebSocketConnection | None:
+        connection = self.gateway.connections.get(request.match_info["connection_id"])
+        return connection if connection is not None and connection.is_open else None
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        data = await request.read()
+        if len(data) > MAX_MESSAGE_BYTES:
+            return _error(413, "PayloadTooLargeException", "Request entity too large")
+        connection = self._open_connection(request)
+        if connection is None:
+            return _error(410, "GoneException", None)
+        connection.send_text(data)
+        return web.Response(status=200)
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        connection = self._open_connection(request)
+        if connection is None or connection.facts is None:
+            return _error(410, "GoneException", None)
+        facts = connection.facts
+        identity: dict[str, str] = {"sourceIp": facts.source_ip}
+        if facts.user_agent is not None:
+            identity["userAgent"] = facts.user_agent
+        return web.json_response(
+            {
+                "connectedAt": iso_timestamp(facts.connected_at_ms),
+                "identity": identity,
+                "lastActiveAt": iso_timestamp(connection.last_active_ms),
+            }
+        )
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        connection = self._open_connection(request)
+        if connection is None:
+            return _error(410, "GoneException", None)
+        connection.close_by_server(CLOSE_NORMAL, "")
+        return web.Response(status=204)
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and request.path.rstrip("/") in ("", f"/{self.gateway.settings.stage}"):
+            return web.json_response({"message": "Upgrade Required"}, status=426)
+        return web.json_response({"message": "Not Found"}, status=404)

@@ -1,0 +1,128 @@
+"""The process one function's handler runs in, as in a Lambda execution environment.
+
+Started by relay-local with the function's environment already in place; it puts the
+function's code and layers on the import path, imports the handler once and then
+answers invocations one at a time, like a warm Lambda sandbox. It talks to relay-local
+over a socket (file descriptor in argv[1]) in JSON lines, so the function's own stdout
+and stderr stay free for its logs.
+
+Kept free of imports from the rest of relay_local: a Lambda sandbox has nothing of the
+gateway in it either.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+
+class LambdaContext:
+    """The attributes and method of the Python runtime's context object."""
+
+    def __init__(self, spec: dict[str, Any], request_id: str, deadline_epoch_ms: int) -> None:
+        self.function_name: str = spec["function_name"]
+        self.function_version = "$LATEST"
+        self.invoked_function_arn: str = spec["function_arn"]
+        # The Python runtime reads this from the environment, so it is a string there too.
+        self.memory_limit_in_mb: str = str(spec["memory_mb"])
+        self.aws_request_id = request_id
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.identity = None
+        self.client_context = None
+        self.tenant_id = None
+        self._deadline_epoch_ms = deadline_epoch_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(self._deadline_epoch_ms - int(time.time() * 1000), 0)
+
+
+def _error_payload(error: BaseException, error_type: str | None = None) -> dict[str, Any]:
+    return {
+        "errorMessage": str(error),
+        "errorType": error_type or type(error).__name__,
+        "stackTrace": traceback.format_tb(error.__traceback__),
+    }
+
+
+def _log_error(payload: dict[str, Any]) -> None:
+    # The Python runtime logs an unhandled error like this before reporting it.
+    sys.stderr.write(f"[ERROR] {payload['errorType']}: {payload['errorMessage']}\n")
+    sys.stderr.write("".join(["Traceback (most recent call last):\n", *payload["stackTrace"]]))
+    sys.stderr.flush()
+
+
+def _isolate_import_path(code_dir: str, layer_paths: list[str]) -> None:
+    """Function code first, then layers, then the runtime's own packages; nothing of the project."""
+    # sys.path[0] is the working directory `python -m` started in; the rest is the
+    # interpreter's standard library and installed packages, Lambda's runtime equivalent.
+    runtime_paths = [entry for entry in sys.path[1:] if entry and entry != code_dir]
+    sys.path[:] = [code_dir, *layer_paths, *runtime_paths]
+    # An editable install of the project would otherwise make its packages importable
+    # from every function, layer or not.
+    sys.meta_path[:] = [
+        finder for finder in sys.meta_path if not getattr(finder, "__module__", "").startswith("__editable__")
+    ]
+    for name in [name for name in sys.modules if name == "relay_local" or name.startswith("relay_local.")]:
+        del sys.modules[name]
+
+
+def _send(channel: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        line = json.dumps(message, separators=(",", ":"))
+    except (TypeError, ValueError) as error:
+        line = json.dumps({"id": message.get("id"), "error": _error_payload(error, "Runtime.MarshalError")})
+    channel.sendall(line.encode("utf-8") + b"\n")
+
+
+def _load_handler(spec: dict[str, Any]) -> Callable[[Any, LambdaContext], Any]:
+    module = importlib.import_module(spec["module"])
+    handler = getattr(module, spec["function"], None)
+    if not callable(handler):
+        raise AttributeError(f"Handler '{spec['function']}' missing on module '{spec['module']}'")
+    return handler  # type: ignore[no-any-return]
+
+
+def serve(channel: socket.socket, incoming: BinaryIO) -> int:
+    spec = json.loads(incoming.readline())
+    _isolate_import_path(spec["code_dir"], spec["layer_paths"])
+    os.chdir(spec["code_dir"])  # Lambda's working directory is the task root
+    try:
+        handler = _load_handler(spec)
+    except Exception as error:  # noqa: BLE001 - reported, as Lambda's Runtime.ImportModuleError is
+        payload = _error_payload(error, "Runtime.ImportModuleError")
+        _log_error(payload)
+        _send(channel, {"ready": False, "error": payload})
+        return 1
+    _send(channel, {"ready": True})
+    for line in incoming:
+        request = json.loads(line)
+        context = LambdaContext(spec, request["request_id"], request["deadline_epoch_ms"])
+        try:
+            result = handler(request["event"], context)
+        except Exception as error:  # noqa: BLE001 - a handler's failure is an answer, not our crash
+            payload = _error_payload(error)
+            _log_error(payload)
+            _send(channel, {"id": request["id"], "error": payload})
+        else:
+            _send(channel, {"id": request["id"], "result": result})
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return 0
+
+
+def main() -> int:
+    channel = socket.socket(fileno=int(sys.argv[1]))
+    with channel, channel.makefile("rb") as incoming:
+        return serve(channel, incoming)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
