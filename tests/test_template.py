@@ -50,22 +50,22 @@ FUNCTION_DIRS = {
 DYNAMODB_ACTIONS: dict[str, set[str]] = {
     "ConnectFunction": set(),
     "DefaultFunction": set(),
-    "RegisterFunction": {"GetItem", "PutItem", "UpdateItem", "ConditionCheckItem"},
-    "AuthFunction": {"GetItem", "PutItem", "UpdateItem", "ConditionCheckItem", "DeleteItem"},
-    "SendFunction": {"GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
-    "DisconnectFunction": {"GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
+    "RegisterFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "AuthFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "SendFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
+    "DisconnectFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
     "DebugFunction": {"BatchGetItem"},
 }
 # Management API methods on @connections each function may call: POST (PostToConnection)
-# to reply, DELETE (DeleteConnection) to close.
+# to reply, DELETE (DeleteConnection) to close (only auth closes, after too many attempts).
 CONNECTION_METHODS: dict[str, set[str]] = {
     "ConnectFunction": set(),
     "DebugFunction": set(),
     "RegisterFunction": {"POST"},
     "DefaultFunction": {"POST"},
     "AuthFunction": {"POST", "DELETE"},
-    "SendFunction": {"POST", "DELETE"},
-    "DisconnectFunction": {"POST", "DELETE"},
+    "SendFunction": {"POST"},
+    "DisconnectFunction": {"POST"},
 }
 CONNECTIONS_ARN = re.compile(
     r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
