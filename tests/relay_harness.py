@@ -81,6 +81,7 @@ class Gateway:
     closed_by_relay: list[str] = field(default_factory=list)
     vanished: set[str] = field(default_factory=set)
     post_calls: int = 0
+    current_function: str | None = None  # the function being invoked, for per-function accounting
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -98,6 +99,7 @@ class Gateway:
             if r["Type"] == "AWS::Serverless::Function"
             and any(e.get("Type") == "HttpApi" for e in r["Properties"].get("Events", {}).values())
         )
+        self.debug_function = debug_id
         self.debug_handler = load_handler(self.template, debug_id)
 
     # ---- observing the Management API -----------------------------------------
@@ -140,7 +142,11 @@ class Gateway:
 
     def invoke(self, route_key: str, event: dict[str, Any]) -> Any:
         handler = self.handlers[route_key]
-        return handler(event, LambdaContext(function_name=self.routes[route_key]))
+        self.current_function = self.routes[route_key]
+        try:
+            return handler(event, LambdaContext(function_name=self.routes[route_key]))
+        finally:
+            self.current_function = None
 
     def connect(self) -> str:
         connection_id = self.new_connection_id()
@@ -174,7 +180,11 @@ class Gateway:
         assert self.invoke("$disconnect", event) == {"statusCode": 200}
 
     def debug_sessions(self) -> dict[str, Any]:
-        return self.debug_handler(load_event("debug"), LambdaContext(function_name="DebugFunction"))  # type: ignore[no-any-return]
+        self.current_function = self.debug_function
+        try:
+            return self.debug_handler(load_event("debug"), LambdaContext(function_name=self.debug_function))  # type: ignore[no-any-return]
+        finally:
+            self.current_function = None
 
     # ---- conveniences ----------------------------------------------------------
 

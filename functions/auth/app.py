@@ -14,6 +14,11 @@ from relay.websocket_route import answer_client_message
 @tracer.capture_lambda_handler(capture_response=False)
 @event_source(data_class=APIGatewayWebSocketEvent)
 def lambda_handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str, Any]:
+    identity = event.request_context.identity
     return answer_client_message(
-        event, AuthRequest, lambda relay, connection_id, request: relay.authenticate(connection_id, request)
+        event,
+        AuthRequest,
+        lambda relay, connection_id, request: relay.authenticate(
+            connection_id, request, identity.source_ip, identity.user_agent
+        ),
     )

@@ -20,6 +20,7 @@ tracer = Tracer()
 class Metric(StrEnum):
     SESSIONS_REGISTERED = "SessionsRegistered"
     AUTH_FAILURES = "AuthFailures"
+    AUTH_RATE_LIMITED = "AuthRateLimited"
     FRAMES_RELAYED = "FramesRelayed"
     PAYLOAD_REJECTIONS = "PayloadRejections"
 

@@ -12,6 +12,7 @@ from relay.observability import Metric, count, logger
 from relay.protocol import ErrorCode
 from relay.session_store import (
     AlreadyBound,
+    Browser,
     CodeSpaceExhausted,
     Connection,
     InvalidCode,
@@ -38,7 +39,7 @@ class Relay:
 
     def register(self, connection_id: str, request: protocol.RegisterRequest) -> None:
         try:
-            code = self.store.register_mac_client(connection_id, request.client_id)
+            code = self.store.register_mac_client(connection_id, request.client_id, request.approve)
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
             return
@@ -54,24 +55,37 @@ class Relay:
 
     # ---- auth ------------------------------------------------------------------
 
-    def authenticate(self, connection_id: str, request: protocol.AuthRequest) -> None:
-        connection = self.store.get_connection(connection_id)
-        if connection is not None and connection.role is not None:
-            self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
-            return
+    def authenticate(
+        self,
+        connection_id: str,
+        request: protocol.AuthRequest,
+        source_ip: str,
+        user_agent: str | None = None,
+    ) -> None:
         code = protocol.normalise_code(request.code)
         # Malformed and unknown codes get the same answer, so that the answer tells a
         # guesser nothing about the code space.
-        session = self.store.validate_session_code(code) if protocol.is_well_formed_code(code) else None
+        well_formed = protocol.is_well_formed_code(code)
+        context = self.store.load_auth_context(connection_id, code if well_formed else None, source_ip)
+        if context.connection is not None and context.connection.role is not None:
+            self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
+            return
+        if context.failures_from_ip >= self.settings.auth_failures_per_ip:
+            # Checked before the code, so a guesser past the limit learns nothing more.
+            count(Metric.AUTH_RATE_LIMITED)
+            self.reply_error(connection_id, ErrorCode.RATE_LIMITED)
+            return
+        session = context.session
         if session is None:
-            self._failed_auth(connection_id)
+            self._failed_auth(connection_id, source_ip)
             return
         if session.browser_count >= self.settings.max_browsers:
             self.reply_error(connection_id, ErrorCode.SESSION_FULL)
             return
         peer = session_codes.generate_peer_id()
+        admitted = not session.approve
         try:
-            self.store.add_browser(connection_id, session, peer)
+            self.store.add_browser(connection_id, session, peer, admitted=admitted)
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
             return
@@ -79,16 +93,23 @@ class Relay:
             self.reply_error(connection_id, ErrorCode.SESSION_FULL)
             return
         except InvalidCode:
-            self._failed_auth(connection_id)
+            self._failed_auth(connection_id, source_ip)
             return
-        logger.info("browser joined", extra={"code": protocol.redact_code(code), "peer": peer})
-        self.reply(connection_id, protocol.authenticated(code, peer))
-        if self.reply(session.mac_connection_id, protocol.peer_joined(peer)) is Delivery.GONE:
+        logger.info(
+            "browser joined", extra={"code": protocol.redact_code(code), "peer": peer, "admitted": admitted}
+        )
+        if admitted:
+            self.reply(connection_id, protocol.authenticated(code, peer))
+            to_mac = protocol.peer_joined(peer)
+        else:
+            self.reply(connection_id, protocol.pending())
+            to_mac = protocol.join_request(peer, source_ip, user_agent)
+        if self.reply(session.mac_connection_id, to_mac) is Delivery.GONE:
             self.end_session(code, session.mac_connection_id)
 
-    def _failed_auth(self, connection_id: str) -> None:
+    def _failed_auth(self, connection_id: str, source_ip: str) -> None:
         count(Metric.AUTH_FAILURES)
-        failures = self.store.record_failed_auth(connection_id)
+        failures = self.store.record_failed_auth(connection_id, source_ip)
         if failures >= self.settings.max_auth_attempts:
             logger.warning("too many failed auth attempts; closing", extra={"failures": failures})
             self.reply_error(connection_id, ErrorCode.TOO_MANY_ATTEMPTS)
@@ -115,6 +136,9 @@ class Relay:
         assert browser.peer is not None
         assert browser.mac_connection_id is not None
         assert browser.code is not None
+        if not browser.admitted:
+            self.reply_error(browser.connection_id, ErrorCode.NOT_ADMITTED)
+            return
         if request.to not in (None, protocol.MAC_PEER):
             self.reply_error(browser.connection_id, ErrorCode.UNKNOWN_PEER)
             return
@@ -136,10 +160,10 @@ class Relay:
             self._reject_payload(mac.connection_id)
             return
         if request.to is None:
-            browsers = self.store.list_browsers(mac.code)
+            browsers = [b for b in self.store.list_browsers(mac.code) if b.admitted]
         else:
             browser = self.store.get_browser(mac.code, request.to)
-            if browser is None:
+            if browser is None or not browser.admitted:
                 self.reply_error(mac.connection_id, ErrorCode.UNKNOWN_PEER)
                 return
             browsers = [browser]
@@ -160,6 +184,70 @@ class Relay:
                 )
         if any(d is Delivery.TOO_LARGE for d in deliveries.values()):
             self._reject_payload(mac.connection_id)
+
+    # ---- admission control -----------------------------------------------------
+
+    def _mac_and_browser(self, connection_id: str, peer: str) -> tuple[Connection, Browser] | None:
+        """The caller as a mac-client and its browser `peer`, or None after replying an error."""
+        connection = self.store.get_connection(connection_id)
+        if connection is None or connection.role is None:
+            self.reply_error(connection_id, ErrorCode.NOT_BOUND)
+            return None
+        if connection.role is not Role.MAC:
+            self.reply_error(connection_id, ErrorCode.NOT_MAC)
+            return None
+        assert connection.code is not None
+        browser = self.store.get_browser(connection.code, peer)
+        if browser is None:
+            self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)
+            return None
+        return connection, browser
+
+    def kick(self, connection_id: str, request: protocol.KickRequest) -> None:
+        found = self._mac_and_browser(connection_id, request.peer)
+        if found is None:
+            return
+        mac, browser = found
+        assert mac.code is not None
+        removed = self.store.remove_browser(
+            Connection(
+                connection_id=browser.connection_id,
+                role=Role.BROWSER,
+                code=mac.code,
+                peer=browser.peer,
+                mac_connection_id=mac.connection_id,
+            )
+        )
+        if removed:
+            logger.info("browser kicked", extra={"peer": browser.peer})
+            self.connections.post(browser.connection_id, protocol.kicked())
+        self.reply(connection_id, protocol.peer_left(browser.peer))
+
+    def admit(self, connection_id: str, request: protocol.AdmitRequest) -> None:
+        found = self._mac_and_browser(connection_id, request.peer)
+        if found is None:
+            return
+        mac, browser = found
+        assert mac.code is not None
+        if not browser.admitted and not self.store.admit_browser(mac.code, browser):
+            self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)  # it left meanwhile
+            return
+        logger.info("browser admitted", extra={"peer": browser.peer})
+        delivery = self.connections.post(
+            browser.connection_id, protocol.authenticated(mac.code, browser.peer)
+        )
+        if delivery is Delivery.GONE:
+            self.remove_browser(
+                Connection(
+                    connection_id=browser.connection_id,
+                    role=Role.BROWSER,
+                    code=mac.code,
+                    peer=browser.peer,
+                    mac_connection_id=mac.connection_id,
+                )
+            )
+            return
+        self.reply(connection_id, protocol.peer_joined(browser.peer))
 
     # ---- leaving ---------------------------------------------------------------
 

@@ -38,6 +38,9 @@ DEFAULT_MAX_AUTH_ATTEMPTS: Final = 5
 DEFAULT_SESSION_TTL_SECONDS: Final = MAX_CONNECTION_SECONDS + 10 * 60
 DEFAULT_MAX_CODE_ATTEMPTS: Final = 10
 DEFAULT_COUNTER_SHARDS: Final = 10
+# Failed auths allowed from one source IP per window, across all its connections.
+DEFAULT_AUTH_FAILURES_PER_IP: Final = 20
+DEFAULT_AUTH_FAILURE_WINDOW_SECONDS: Final = 10 * 60
 
 
 class Action(StrEnum):
@@ -48,6 +51,9 @@ class Action(StrEnum):
     # pings do not count as activity, so clients send this. It has no route of its own
     # and is answered by the $default function with {"type":"pong"}.
     PING = "ping"
+    # Admission control by the mac-client.
+    KICK = "kick"
+    ADMIT = "admit"
 
 
 class ErrorCode(StrEnum):
@@ -62,11 +68,14 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     PEER_GONE = "peer_gone"
     INTERNAL_ERROR = "internal_error"
+    RATE_LIMITED = "rate_limited"
+    NOT_ADMITTED = "not_admitted"
+    NOT_MAC = "not_mac"
 
 
 ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.BAD_REQUEST: "The message is not valid for this action.",
-    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send or ping.",
+    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send, ping, kick or admit.",
     ErrorCode.INVALID_CODE: "That code does not match an open session.",
     ErrorCode.ALREADY_BOUND: "This connection is already part of a session.",
     ErrorCode.NOT_BOUND: "Register or authenticate before sending.",
@@ -76,6 +85,9 @@ ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.PAYLOAD_TOO_LARGE: "The frame is too large to deliver.",
     ErrorCode.PEER_GONE: "The other end has disconnected.",
     ErrorCode.INTERNAL_ERROR: "The relay could not complete the request; try again.",
+    ErrorCode.RATE_LIMITED: "Too many failed attempts from your network; wait a few minutes.",
+    ErrorCode.NOT_ADMITTED: "The session's owner has not admitted you yet.",
+    ErrorCode.NOT_MAC: "Only the session's mac-client may do that.",
 }
 
 
@@ -87,6 +99,9 @@ class MessageType(StrEnum):
     SESSION_CLOSED = "session_closed"
     FRAME = "frame"
     PONG = "pong"
+    PENDING = "pending"
+    JOIN_REQUEST = "join_request"
+    KICKED = "kicked"
     ERROR = "error"
 
 
@@ -130,6 +145,18 @@ def pong() -> Message:
     return {"type": MessageType.PONG.value}
 
 
+def pending() -> Message:
+    return {"type": MessageType.PENDING.value}
+
+
+def join_request(peer: str, ip: str | None, user_agent: str | None) -> Message:
+    return {"type": MessageType.JOIN_REQUEST.value, "peer": peer, "ip": ip, "user_agent": user_agent}
+
+
+def kicked() -> Message:
+    return {"type": MessageType.KICKED.value}
+
+
 def error(code: ErrorCode, message: str | None = None) -> Message:
     return {
         "type": MessageType.ERROR.value,
@@ -167,6 +194,7 @@ class ProtocolError(Exception):
 @dataclass(frozen=True, slots=True)
 class RegisterRequest:
     client_id: str
+    approve: bool = False  # browsers wait in "pending" until the mac-client admits them
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +213,17 @@ class PingRequest:
     pass
 
 
-ClientRequest = RegisterRequest | AuthRequest | SendRequest | PingRequest
+@dataclass(frozen=True, slots=True)
+class KickRequest:
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitRequest:
+    peer: str
+
+
+ClientRequest = RegisterRequest | AuthRequest | SendRequest | PingRequest | KickRequest | AdmitRequest
 
 
 def decode_client_message(body: str | None) -> dict[str, Any]:
@@ -215,7 +253,10 @@ def parse_client_message(body: str | None) -> ClientRequest:
                 ErrorCode.BAD_REQUEST,
                 f"register needs `client_id`, a string of 1 to {CLIENT_ID_MAX_LENGTH} characters.",
             )
-        return RegisterRequest(client_id=client_id)
+        approve = message.get("approve", False)
+        if not isinstance(approve, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "`approve` must be true or false.")
+        return RegisterRequest(client_id=client_id, approve=approve)
     if action == Action.AUTH:
         code = message.get("code")
         if not isinstance(code, str):
@@ -230,4 +271,9 @@ def parse_client_message(body: str | None) -> ClientRequest:
         return SendRequest(data=message["data"], to=to)
     if action == Action.PING:
         return PingRequest()
+    if action in (Action.KICK, Action.ADMIT):
+        peer = message.get("peer")
+        if not isinstance(peer, str) or not peer:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{action} needs `peer`, a peer id string.")
+        return KickRequest(peer) if action == Action.KICK else AdmitRequest(peer)
     raise ProtocolError(ErrorCode.UNKNOWN_ACTION)

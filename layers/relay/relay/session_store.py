@@ -6,6 +6,7 @@ One table, four kinds of item (pk / sk):
     S#<code>      / P#<peer>      a browser of that session and its connection
     C#<conn id>   / #CONN         what a connection is: unbound (failed auths only), mac or browser
     COUNTER#<n>   / #COUNT        one shard of the live-session counter
+    IP#<address>  / W#<start>     failed auths from one source address in one time window
 
 Every change that touches more than one item is a transaction, so a failure leaves no
 partial state. Codes are unique because the session item is written with
@@ -58,6 +59,7 @@ class Connection:
     peer: str | None = None
     mac_connection_id: str | None = None  # for browsers: where their frames go
     failed_auths: int = 0
+    admitted: bool = True  # False for a browser waiting for the mac-client's approval
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +67,23 @@ class Session:
     code: str
     mac_connection_id: str
     browser_count: int
+    approve: bool = False  # browsers wait for the mac-client's admission
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """Everything auth needs to decide, read in one round trip."""
+
+    connection: Connection | None
+    session: Session | None
+    failures_from_ip: int
 
 
 @dataclass(frozen=True, slots=True)
 class Browser:
     peer: str
     connection_id: str
+    admitted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,10 @@ def _connection_key(connection_id: str) -> Item:
 
 def _counter_key(shard: int) -> Item:
     return {"pk": {"S": f"COUNTER#{shard}"}, "sk": {"S": COUNT}}
+
+
+def _ip_window_key(source_ip: str, window_start: int) -> Item:
+    return {"pk": {"S": f"IP#{source_ip}"}, "sk": {"S": f"W#{window_start}"}}
 
 
 def _cancellation_codes(error: ClientError) -> list[str]:
@@ -175,9 +192,11 @@ class SessionStore:
         item = self._client.get_item(
             TableName=self._table, Key=_connection_key(connection_id), ConsistentRead=True
         ).get("Item")
-        if not self._live(item):
+        return self._connection_from(connection_id, item)
+
+    def _connection_from(self, connection_id: str, item: Item | None) -> Connection | None:
+        if item is None or not self._live(item):
             return None
-        assert item is not None
 
         def text(name: str) -> str | None:
             value = item.get(name)
@@ -191,10 +210,66 @@ class SessionStore:
             peer=text("peer"),
             mac_connection_id=text("mac_connection_id"),
             failed_auths=int(item["failed_auths"]["N"]) if "failed_auths" in item else 0,
+            admitted=item.get("admitted", {"BOOL": True})["BOOL"],
         )
 
-    def record_failed_auth(self, connection_id: str) -> int:
-        """Count one failed auth on an unbound connection; returns the count so far."""
+    def _session_from(self, code: str, item: Item | None) -> Session | None:
+        if item is None or not self._live(item):
+            return None
+        return Session(
+            code=code,
+            mac_connection_id=item["mac_connection_id"]["S"],
+            browser_count=int(item["browser_count"]["N"]),
+            approve=item.get("approve", {"BOOL": False})["BOOL"],
+        )
+
+    def _window_start(self) -> int:
+        window = self._settings.auth_failure_window_seconds
+        return self._now() // window * window
+
+    def load_auth_context(self, connection_id: str, code: str | None, source_ip: str) -> AuthContext:
+        """The connection, the session (if `code` is given) and the source's recent failures:
+        one BatchGetItem, so auth pays one round trip for its reads."""
+        wanted = {
+            "connection": _connection_key(connection_id),
+            "ip": _ip_window_key(source_ip, self._window_start()),
+        }
+        if code is not None:
+            wanted["session"] = _session_key(code)
+        found: dict[str, Item] = {}
+        keys = list(wanted.values())
+        while keys:
+            response = self._client.batch_get_item(
+                RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
+            )
+            for item in response.get("Responses", {}).get(self._table, []):
+                found[item["pk"]["S"]] = item
+            unprocessed: Any = response.get("UnprocessedKeys") or {}
+            keys = list(unprocessed.get(self._table, {}).get("Keys", []))
+        ip_item = found.get(wanted["ip"]["pk"]["S"])
+        session_item = found.get(wanted["session"]["pk"]["S"]) if code is not None else None
+        return AuthContext(
+            connection=self._connection_from(connection_id, found.get(wanted["connection"]["pk"]["S"])),
+            session=self._session_from(code, session_item) if code is not None else None,
+            failures_from_ip=int(ip_item["failures"]["N"]) if ip_item and self._live(ip_item) else 0,
+        )
+
+    def record_failed_auth(self, connection_id: str, source_ip: str) -> int:
+        """Count one failed auth on this connection and from its source address.
+
+        Returns the connection's count so far. Both counters are single atomic
+        UpdateItems (ADD), so concurrent failures are never lost.
+        """
+        window_start = self._window_start()
+        self._client.update_item(
+            TableName=self._table,
+            Key=_ip_window_key(source_ip, window_start),
+            UpdateExpression="ADD failures :one SET expires_at = if_not_exists(expires_at, :exp)",
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":exp": {"N": str(window_start + 2 * self._settings.auth_failure_window_seconds)},
+            },
+        )
         response = self._client.update_item(
             TableName=self._table,
             Key=_connection_key(connection_id),
@@ -209,7 +284,7 @@ class SessionStore:
 
     # ---- register --------------------------------------------------------------
 
-    def register_mac_client(self, connection_id: str, client_id: str) -> str:
+    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
         """Create a session with a fresh code whose mac-client is this connection.
 
         Raises AlreadyBound if the connection is already in a session, and
@@ -244,6 +319,7 @@ class SessionStore:
                                     "mac_connection_id": {"S": connection_id},
                                     "client_id": {"S": client_id},
                                     "browser_count": {"N": "0"},
+                                    "approve": {"BOOL": approve},
                                     "created_at": {"N": str(self._now())},
                                     "expires_at": {"N": expires_at},
                                 },
@@ -272,16 +348,9 @@ class SessionStore:
         item = self._client.get_item(TableName=self._table, Key=_session_key(code), ConsistentRead=True).get(
             "Item"
         )
-        if not self._live(item):
-            return None
-        assert item is not None
-        return Session(
-            code=code,
-            mac_connection_id=item["mac_connection_id"]["S"],
-            browser_count=int(item["browser_count"]["N"]),
-        )
+        return self._session_from(code, item)
 
-    def add_browser(self, connection_id: str, session: Session, peer: str) -> None:
+    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
         """Bind this connection to the session as a browser with the given peer id.
 
         The session must still be the same live session (same mac-client) with room
@@ -314,6 +383,7 @@ class SessionStore:
                             "Item": {
                                 **_peer_key(session.code, peer),
                                 "connection_id": {"S": connection_id},
+                                "admitted": {"BOOL": admitted},
                                 "expires_at": {"N": expires_at},
                             },
                             "ConditionExpression": "attribute_not_exists(pk)",
@@ -325,7 +395,8 @@ class SessionStore:
                             "Key": _connection_key(connection_id),
                             "UpdateExpression": (
                                 "SET #role = :browser, code = :code, peer = :peer, "
-                                "mac_connection_id = :mac, expires_at = :exp REMOVE failed_auths"
+                                "mac_connection_id = :mac, admitted = :admitted, expires_at = :exp "
+                                "REMOVE failed_auths"
                             ),
                             "ConditionExpression": "attribute_not_exists(#role)",
                             "ExpressionAttributeNames": {"#role": "role"},
@@ -334,6 +405,7 @@ class SessionStore:
                                 ":code": {"S": session.code},
                                 ":peer": {"S": peer},
                                 ":mac": {"S": session.mac_connection_id},
+                                ":admitted": {"BOOL": admitted},
                                 ":exp": {"N": expires_at},
                             },
                         }
@@ -359,10 +431,13 @@ class SessionStore:
         item = self._client.get_item(
             TableName=self._table, Key=_peer_key(code, peer), ConsistentRead=True
         ).get("Item")
-        if not self._live(item):
+        if item is None or not self._live(item):
             return None
-        assert item is not None
-        return Browser(peer=peer, connection_id=item["connection_id"]["S"])
+        return Browser(
+            peer=peer,
+            connection_id=item["connection_id"]["S"],
+            admitted=item.get("admitted", {"BOOL": True})["BOOL"],
+        )
 
     def list_browsers(self, code: str) -> list[Browser]:
         """The session's browsers, with one Query (paged only past 1 MB of items)."""
@@ -382,7 +457,47 @@ class SessionStore:
                     yield Browser(
                         peer=item["sk"]["S"].removeprefix(PEER_PREFIX),
                         connection_id=item["connection_id"]["S"],
+                        admitted=item.get("admitted", {"BOOL": True})["BOOL"],
                     )
+
+    def admit_browser(self, code: str, browser: Browser) -> bool:
+        """Let a pending browser's frames flow; False if it is no longer waiting."""
+        try:
+            self._transact(
+                [
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _peer_key(code, browser.peer),
+                            "UpdateExpression": "SET admitted = :yes",
+                            "ConditionExpression": "connection_id = :conn AND admitted = :no",
+                            "ExpressionAttributeValues": {
+                                ":yes": {"BOOL": True},
+                                ":no": {"BOOL": False},
+                                ":conn": {"S": browser.connection_id},
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _connection_key(browser.connection_id),
+                            "UpdateExpression": "SET admitted = :yes",
+                            "ConditionExpression": "code = :code AND peer = :peer",
+                            "ExpressionAttributeValues": {
+                                ":yes": {"BOOL": True},
+                                ":code": {"S": code},
+                                ":peer": {"S": browser.peer},
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if not _is_transaction_cancelled(error):
+                raise
+            return False
+        return True
 
     # ---- leaving ---------------------------------------------------------------
 

@@ -17,6 +17,8 @@ class Settings:
     session_ttl_seconds: int = protocol.DEFAULT_SESSION_TTL_SECONDS
     max_code_attempts: int = protocol.DEFAULT_MAX_CODE_ATTEMPTS
     counter_shards: int = protocol.DEFAULT_COUNTER_SHARDS
+    auth_failures_per_ip: int = protocol.DEFAULT_AUTH_FAILURES_PER_IP
+    auth_failure_window_seconds: int = protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -36,4 +38,8 @@ class Settings:
             session_ttl_seconds=number("SESSION_TTL_SECONDS", protocol.DEFAULT_SESSION_TTL_SECONDS),
             max_code_attempts=number("MAX_CODE_ATTEMPTS", protocol.DEFAULT_MAX_CODE_ATTEMPTS),
             counter_shards=number("COUNTER_SHARDS", protocol.DEFAULT_COUNTER_SHARDS),
+            auth_failures_per_ip=number("AUTH_FAILURES_PER_IP", protocol.DEFAULT_AUTH_FAILURES_PER_IP),
+            auth_failure_window_seconds=number(
+                "AUTH_FAILURE_WINDOW_SECONDS", protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
+            ),
         )
