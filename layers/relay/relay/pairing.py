@@ -273,6 +273,16 @@ class Relay:
             {b.connection_id: protocol.session_closed() for b in ended.browsers if b.connection_id != spare}
         )
 
+    def expire_session(self, code: str, mac_connection_id: str, created_at: int) -> None:
+        """DynamoDB's TTL removed this session: its mac-client never said goodbye."""
+        ended = self.store.release_expired_session(code, created_at)
+        if ended is None:
+            return
+        logger.info("session expired", extra={"code": protocol.redact_code(code)})
+        self.connections.post_many({b.connection_id: protocol.session_closed() for b in ended.browsers})
+        self.store.forget_connection(mac_connection_id)
+        self.connections.close(mac_connection_id)
+
     def remove_browser(self, browser: Connection) -> None:
         if not self.store.remove_browser(browser):
             return

@@ -439,11 +439,11 @@ class SessionStore:
             admitted=item.get("admitted", {"BOOL": True})["BOOL"],
         )
 
-    def list_browsers(self, code: str) -> list[Browser]:
+    def list_browsers(self, code: str, include_expired: bool = False) -> list[Browser]:
         """The session's browsers, with one Query (paged only past 1 MB of items)."""
-        return list(self._iter_browsers(code))
+        return list(self._iter_browsers(code, include_expired))
 
-    def _iter_browsers(self, code: str) -> Iterator[Browser]:
+    def _iter_browsers(self, code: str, include_expired: bool) -> Iterator[Browser]:
         paginator = self._client.get_paginator("query")
         pages = paginator.paginate(
             TableName=self._table,
@@ -453,7 +453,7 @@ class SessionStore:
         )
         for page in pages:
             for item in page.get("Items", []):
-                if self._live(item):
+                if include_expired or self._live(item):
                     yield Browser(
                         peer=item["sk"]["S"].removeprefix(PEER_PREFIX),
                         connection_id=item["connection_id"]["S"],
@@ -548,6 +548,36 @@ class SessionStore:
             self.forget_connection(connection.connection_id)
             return False
 
+    def release_expired_session(self, code: str, created_at: int) -> EndedSession | None:
+        """Clean up after DynamoDB's TTL deleted a session whose $disconnect never came.
+
+        The count drops once per session even if the stream delivers the removal twice
+        (a marker item, written in the same transaction, makes the second one a no-op);
+        its browsers are unbound whatever their own expiry. None if already released.
+        """
+        marker = {"pk": {"S": f"S#{code}"}, "sk": {"S": f"#EXPIRED#{created_at}"}}
+        try:
+            self._transact(
+                [
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {**marker, "expires_at": {"N": str(self._now() + 24 * 3600)}},
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    self._counter_update(-1),
+                ]
+            )
+        except ClientError as error:
+            if not _is_transaction_cancelled(error):
+                raise
+            return None
+        browsers = self.list_browsers(code, include_expired=True)
+        for browser in browsers:
+            self._unbind_browser(code, browser)
+        return EndedSession(code=code, browsers=browsers)
+
     def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
         """End a session: its code stops working at once, the count drops, browsers are unbound.
 
@@ -622,3 +652,27 @@ class SessionStore:
             unprocessed: Any = response.get("UnprocessedKeys") or {}
             keys = list(unprocessed.get(self._table, {}).get("Keys", [])) + keys[100:]
         return total
+
+
+TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+
+
+def expired_session_from_stream(
+    user_identity: dict[str, Any] | None, old_image: dict[str, Any]
+) -> tuple[str, str, int] | None:
+    """(code, mac connection id, created_at) if a stream REMOVE is a session deleted by TTL.
+
+    `old_image` is the deserialised image Powertools' DynamoDBStreamEvent gives. Items
+    the relay deletes itself carry no Service identity and are skipped: whoever deleted
+    them has already cleaned up.
+    """
+    identity = user_identity or {}
+    if identity.get("type") != "Service" or identity.get("principalId") != TTL_PRINCIPAL:
+        return None
+    if old_image.get("sk") != META or not str(old_image.get("pk", "")).startswith("S#"):
+        return None
+    return (
+        str(old_image["pk"]).removeprefix("S#"),
+        str(old_image["mac_connection_id"]),
+        int(old_image.get("created_at", 0)),
+    )

@@ -47,6 +47,13 @@ def relay_for(domain_name: str, stage: str) -> Relay:
     return Relay(store, api, Settings.from_environment())
 
 
+@cache
+def relay_for_configured_endpoint() -> Relay:
+    """For functions no WebSocket event reaches (the TTL stream): the endpoint comes from
+    AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, which the template sets for them."""
+    return Relay(session_store(), ManagementApi(management_client(None)), Settings.from_environment())
+
+
 def relay_for_event(event: APIGatewayWebSocketEvent) -> Relay:
     context = event.request_context
     return relay_for(context.domain_name, context.stage)
