@@ -34,6 +34,8 @@ class RelayScript:
     # "ok": answer with the next code; "error": refuse; "malformed": a code outside
     # the alphabet; "silent": never answer.
     register_reply: str = "ok"
+    # Codes a browser's auth succeeds with (anything else is invalid_code).
+    accept_codes: frozenset[str] = frozenset({"K7M2QX"})
 
 
 class ScriptedRelay:
@@ -122,6 +124,12 @@ class ScriptedRelay:
                 await connection.send(protocol.encode(protocol.error(protocol.ErrorCode.INTERNAL_ERROR)))
             elif reply == "malformed":
                 await connection.send(protocol.encode(protocol.registered("O0I1L")))
+        elif action == protocol.Action.AUTH:
+            code = protocol.normalise_code(str(message.get("code", "")))
+            if code in self.script.accept_codes:
+                await connection.send(protocol.encode(protocol.authenticated(code, "pbrowser1")))
+            else:
+                await connection.send(protocol.encode(protocol.error(protocol.ErrorCode.INVALID_CODE)))
         elif action == protocol.Action.PING:
             await connection.send(protocol.encode(protocol.pong()))
 
