@@ -38,6 +38,8 @@ class EmbeddedDynamoDb:
         from moto.server import ThreadedMotoServer  # noqa: PLC0415 - heavy; only when embedded
 
         self._server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+        # One access-log line per DynamoDB call would drown the invocation log.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.endpoint = ""
 
     def start(self) -> str:

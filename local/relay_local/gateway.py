@@ -248,8 +248,9 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _reject(self, status: int, body: dict[str, Any]) -> None:
         response = self.ws.reject(status, _json_body(body))
+        # websockets' Headers is a multidict: assigning would add a second value.
+        del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
-        response.headers["Content-Length"] = str(len(response.body))
         self.ws.send_response(response)
         self._flush()
 
@@ -289,6 +290,7 @@ class WebSocketConnection(asyncio.Protocol):
             if isinstance(headers, dict):
                 for name, value in headers.items():
                     if name.lower() == "sec-websocket-protocol":
+                        del response.headers["Sec-WebSocket-Protocol"]
                         response.headers["Sec-WebSocket-Protocol"] = str(value)
         if self.transport is None or self.transport.is_closing():
             return  # the client gave up during $connect
