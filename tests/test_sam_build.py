@@ -130,7 +130,7 @@ def _isolated_path(tmp_path: Path, python313: str | None) -> dict[str, str]:
     """An environment whose PATH has the script's tools and, optionally, a fake python3.13."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("bash", "dirname", "realpath", "date", "mkdir", "env"):
+    for tool in ("bash", "dirname", "date", "mkdir", "env"):
         target = next(Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists())
         (bin_dir / tool).symlink_to(target)
     if python313 is not None:
