@@ -106,6 +106,11 @@ class Relay:
             to_mac = protocol.join_request(peer, source_ip, user_agent)
         if self.reply(session.mac_connection_id, to_mac) is Delivery.GONE:
             self.end_session(code, session.mac_connection_id)
+        # If the mac-client left at this very moment, its session_closed may have reached
+        # this browser before our reply did: make sure the browser's last word is the truth.
+        now = self.store.get_connection(connection_id)
+        if now is None or now.code != code:
+            self.reply(connection_id, protocol.session_closed())
 
     def _failed_auth(self, connection_id: str, source_ip: str) -> None:
         count(Metric.AUTH_FAILURES)
