@@ -34,24 +34,32 @@ def free_port() -> int:
 class RunningProcess:
     """A child process whose stdout lines (and stderr) are collected by threads."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        *,
+        merge_stderr: bool = False,
+        cwd: Path | None = None,
+    ) -> None:
         self.args = list(args)
         self.process = subprocess.Popen(
             self.args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
             text=True,
             encoding="utf-8",
+            errors="replace",
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         self.lines: list[str] = []
         self._new_lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_lines: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
+        self._readers = [threading.Thread(target=self._read_stdout, daemon=True)]
+        if not merge_stderr:
+            self._readers.append(threading.Thread(target=self._read_stderr, daemon=True))
         for reader in self._readers:
             reader.start()
 

@@ -1,0 +1,248 @@
+"""End to end: relay-local, relay-mac --json and the page in headless Chromium, all real.
+
+relay-local runs the relay's real handlers over its embedded DynamoDB and serves the
+page; relay-mac is the console script as a person would run it; Chromium types the
+code the mac-client printed. Set UPDATE_SCREENSHOTS=1 to refresh
+docs/screenshot-paired.png; every run also leaves a copy in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+from relay import protocol
+
+from tests.clients.conftest import ROOT
+from tests.clients.page_source import page_protocol, ui_message
+from tests.clients.processes import RunningProcess, console_script, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+READY = re.compile(r"^relay-local ready (?P<ws>ws://\S+) (?P<http>http://\S+)$")
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOT = ROOT / "docs" / "screenshot-paired.png"
+
+
+@dataclass
+class RelayLocal:
+    process: RunningProcess
+    ws_url: str
+    http_url: str
+
+    def stop(self) -> int:
+        return self.process.terminate()
+
+
+def start_relay_local(ws_port: int = 0, http_port: int = 0) -> RelayLocal:
+    args = [
+        console_script("relay-local"),
+        "--ws-port",
+        str(ws_port),
+        "--http-port",
+        str(http_port),
+        "--log-level",
+        "WARNING",
+    ]
+    process = RunningProcess(args, merge_stderr=True, cwd=ROOT)
+    try:
+        line = process.wait_for_line(lambda text: READY.match(text) is not None, "its ready line")
+    except AssertionError:
+        process.terminate()
+        raise
+    match = READY.match(line)
+    assert match
+    return RelayLocal(process, match["ws"], match["http"])
+
+
+@pytest.fixture(scope="module")
+def relay_local() -> Iterator[RelayLocal]:
+    relay = start_relay_local()
+    yield relay
+    relay.stop()
+
+
+def start_mac(relay: RelayLocal, *extra: str) -> RunningProcess:
+    mac = RunningProcess([console_script("relay-mac"), "--json", "--url", relay.ws_url, *extra])
+    return mac
+
+
+def open_page(page: Page, relay: RelayLocal) -> None:
+    page.goto(f"{relay.http_url}/?relay={relay.ws_url}")
+    expect(page.locator("#status")).to_have_attribute("data-state", "idle")
+
+
+def as_typed_by_a_person(code: str) -> str:
+    """`K7M2QX` as someone might type it from the screen: `k7m-2qx`."""
+    return f"{code[:3]}-{code[3:]}".lower()
+
+
+def wrong_code(code: str) -> str:
+    """A well-formed code that is not `code`."""
+    alphabet = protocol.CODE_ALPHABET
+    return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
+
+
+def active_sessions(relay: RelayLocal) -> int:
+    with urllib.request.urlopen(f"{relay.http_url}/debug/sessions", timeout=10) as response:
+        text = response.read().decode()
+    return int(text.rsplit(":", 1)[1])
+
+
+def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(
+    relay_local: RelayLocal, browser_page: Page
+) -> None:
+    page = browser_page
+    with start_mac(relay_local) as mac:
+        code = mac.wait_for_event("registered")["code"]
+        open_page(page, relay_local)
+
+        # Keyboard only: Tab reaches the code field, and its focus is visible.
+        page.keyboard.press("Tab")
+        expect(page.locator("#code")).to_be_focused()
+        outline = page.locator("#code").evaluate("el => getComputedStyle(el).outlineStyle")
+        assert outline != "none"
+
+        page.keyboard.type(as_typed_by_a_person(code))
+        expect(page.locator("#status")).to_have_attribute("data-state", "paired")
+        expect(page.locator("#status-text")).to_contain_text(f"{code[:3]} {code[3:]}")
+        peer = mac.wait_for_event("peer_joined")["peer"]
+        expect(page.locator("#log")).to_contain_text(f"as {peer}")
+
+        # Browser -> mac.
+        page.locator("#message").fill("Hello from the browser")
+        page.keyboard.press("Enter")
+        assert mac.wait_for_event("frame") == {
+            "event": "frame",
+            "from": peer,
+            "data": "Hello from the browser",
+        }
+
+        # Mac -> browser.
+        mac.type_line("Hello from the Mac")
+        expect(page.locator(".entry-mac .entry-text")).to_have_text(["Hello from the Mac"])
+        expect(page.locator(".entry-me .entry-text")).to_have_text(["Hello from the browser"])
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "screenshot-paired.png"))
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(ARTIFACTS / "screenshot-paired.png", SCREENSHOT)
+
+        # The mac-client goes: the page says the session is closed.
+        assert mac.terminate() == 0
+    expect(page.locator("#alert")).to_have_text(ui_message("sessionClosed"))
+    expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+    expect(page.locator("#message")).to_be_disabled()
+    assert json.loads(mac.lines[-1]) == {"event": "stopped", "reason": "terminated"}
+
+
+def test_a_wrong_code_is_reported_and_the_right_one_then_pairs(
+    relay_local: RelayLocal, browser_page: Page
+) -> None:
+    page = browser_page
+    with start_mac(relay_local) as mac:
+        code = mac.wait_for_event("registered")["code"]
+        open_page(page, relay_local)
+        page.locator("#code").press_sequentially(wrong_code(code))
+        invalid = page_protocol()["errorMessages"]["invalid_code"]
+        expect(page.locator("#alert")).to_have_text(invalid)
+        expect(page.locator("#code-feedback")).to_have_text(invalid)
+        expect(page.locator("#status")).to_have_attribute("data-state", "idle")
+        expect(page.locator("#message")).to_be_disabled()
+        # The wrong code is selected, so typing the right one replaces it.
+        page.keyboard.type(code)
+        expect(page.locator("#status")).to_have_attribute("data-state", "paired")
+        mac.wait_for_event("peer_joined")
+        mac.terminate()
+
+
+def test_too_many_wrong_codes_close_the_connection_with_a_clear_message(
+    relay_local: RelayLocal, browser_page: Page
+) -> None:
+    page = browser_page
+    with start_mac(relay_local) as mac:
+        code = mac.wait_for_event("registered")["code"]
+        open_page(page, relay_local)
+        wrong = wrong_code(code)
+        for _ in range(protocol.DEFAULT_MAX_AUTH_ATTEMPTS - 1):
+            page.locator("#code").fill("")
+            page.locator("#code").press_sequentially(wrong)
+            # Submitted on the sixth character ("checking"); "idle" again once answered.
+            expect(page.locator("#status")).to_have_attribute("data-state", "idle")
+            expect(page.locator("#alert")).to_have_text(page_protocol()["errorMessages"]["invalid_code"])
+        page.locator("#code").fill("")
+        page.locator("#code").press_sequentially(wrong)
+        expect(page.locator("#alert")).to_have_text(page_protocol()["errorMessages"]["too_many_attempts"])
+        expect(page.locator("#status")).to_have_attribute("data-state", "blocked")
+        # The relay closes the connection; that close is expected, not a "lost connection".
+        page.wait_for_function("() => state.socket === null")
+        expect(page.locator("#alert")).to_have_text(page_protocol()["errorMessages"]["too_many_attempts"])
+        expect(page.locator("#status")).to_have_attribute("data-state", "blocked")
+        # A fresh connection with the right code still pairs: the limit is per connection.
+        page.locator("#code").fill("")
+        page.locator("#code").press_sequentially(code)
+        expect(page.locator("#status")).to_have_attribute("data-state", "paired")
+        mac.terminate()
+
+
+def test_mac_sends_to_one_browser_with_at_peer(relay_local: RelayLocal, chromium: Browser) -> None:
+    contexts = [chromium.new_context(), chromium.new_context()]
+    try:
+        pages = [context.new_page() for context in contexts]
+        with start_mac(relay_local) as mac:
+            code = mac.wait_for_event("registered")["code"]
+            peers = []
+            for page in pages:
+                open_page(page, relay_local)
+                page.locator("#code").press_sequentially(code)
+                expect(page.locator("#status")).to_have_attribute("data-state", "paired")
+                peers.append(mac.wait_for_event("peer_joined")["peer"])
+            mac.type_line(f"@{peers[1]} only for the second")
+            mac.type_line("for everyone")
+            expect(pages[1].locator(".entry-mac .entry-text")).to_have_text(
+                ["only for the second", "for everyone"]
+            )
+            expect(pages[0].locator(".entry-mac .entry-text")).to_have_text(["for everyone"])
+            pages[0].locator("#leave-button").click()
+            assert mac.wait_for_event("peer_left")["peers"] == [peers[1]]
+            mac.terminate()
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def test_relay_restart_loses_the_page_and_gives_the_mac_a_new_session(browser_page: Page) -> None:
+    ws_port, http_port = free_port(), free_port()
+    relay = start_relay_local(ws_port, http_port)
+    try:
+        with start_mac(relay, "--backoff-initial", "0.2", "--backoff-max", "1") as mac:
+            first = mac.wait_for_event("registered")["code"]
+            open_page(browser_page, relay)
+            browser_page.locator("#code").press_sequentially(first)
+            expect(browser_page.locator("#status")).to_have_attribute("data-state", "paired")
+            assert active_sessions(relay) == 1
+
+            relay.stop()
+            expect(browser_page.locator("#alert")).to_have_text(ui_message("connectionLost"))
+            expect(browser_page.locator("#status")).to_have_attribute("data-state", "lost")
+            mac.wait_for_event("disconnected")
+            mac.wait_for_event("reconnecting")
+
+            relay = start_relay_local(ws_port, http_port)
+            second = mac.wait_for_event("registered", session=2, new_session=True)["code"]
+            assert active_sessions(relay) == 1
+            browser_page.locator("#code").fill("")
+            browser_page.locator("#code").press_sequentially(second)
+            expect(browser_page.locator("#status")).to_have_attribute("data-state", "paired")
+            mac.process.send_signal(signal.SIGTERM)
+            assert mac.finish() == 0
+    finally:
+        relay.stop()
