@@ -10,11 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_DIR = ROOT / "clients" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
+# Generous waits: the suite may share the machine with other heavy work. A wait is a
+# bound on failure, never a timing assertion.
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -49,7 +54,7 @@ def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
 def browser_page(chromium: Browser) -> Iterator[Page]:
     context = chromium.new_context(viewport={"width": 900, "height": 1000})
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(WAIT_MS)
     yield page
     context.close()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
-WAIT_SECONDS = 20.0
+WAIT_SECONDS = 30.0
 
 
 def console_script(name: str) -> str:
@@ -74,11 +74,13 @@ class RunningProcess:
         for line in self.process.stderr:
             self.stderr_lines.append(line.rstrip("\n"))
 
-    def wait_for_line(self, predicate: Callable[[str], bool], what: str) -> str:
+    def wait_for_line(
+        self, predicate: Callable[[str], bool], what: str, timeout: float = WAIT_SECONDS
+    ) -> str:
         """Read stdout until a line satisfies `predicate`; fail clearly if it never comes."""
         while True:
             try:
-                line = self._new_lines.get(timeout=WAIT_SECONDS)
+                line = self._new_lines.get(timeout=timeout)
             except queue.Empty:
                 raise AssertionError(f"{self.args[0]} printed no line with {what}: {self.output()}") from None
             if line is None:
