@@ -81,6 +81,11 @@ class RelayLocalProcess:
         time.sleep(0.2)  # let the reader threads drain the pipes
         return code
 
+    def interrupt(self) -> None:
+        """Ctrl-C, without waiting for the process to end."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+
     def stop(self) -> int:
         """Ctrl-C, as a user would; returns the exit code."""
         assert self.process is not None
