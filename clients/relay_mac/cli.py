@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Reference mac-client of the pairing relay: registers, shows the session code, "
             "prints what browsers send and sends each line you type (to all browsers, or "
-            "'@peer text' to one)."
+            "'@peer text' to one). Commands: /peers, /kick PEER, /admit PEER."
         ),
     )
     parser.add_argument(
@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"relay WebSocket URL (default {DEFAULT_URL}, relay-local; on AWS wss://ID.execute-api.REGION.amazonaws.com/STAGE)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON event per line, for scripts")
+    parser.add_argument(
+        "--approve",
+        action="store_true",
+        help="ask before letting each browser in: it waits until you type /admit PEER (or /kick PEER)",
+    )
     parser.add_argument(
         "--keepalive",
         type=_keepalive_seconds,
@@ -124,6 +129,7 @@ def settings_from_args(args: argparse.Namespace) -> ClientSettings:
         ),
         max_reconnect_attempts=args.max_reconnects,
         open_timeout_seconds=args.open_timeout,
+        approve=args.approve,
     )
 
 

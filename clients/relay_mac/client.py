@@ -67,6 +67,8 @@ class ClientSettings:
     max_reconnect_attempts: int | None = None
     open_timeout_seconds: float = DEFAULT_OPEN_TIMEOUT_SECONDS
     register_timeout_seconds: float = DEFAULT_REGISTER_TIMEOUT_SECONDS
+    # Approval mode: browsers with the right code wait until the person admits them.
+    approve: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.keepalive_seconds < protocol.IDLE_TIMEOUT_SECONDS:
@@ -94,26 +96,54 @@ class Outgoing:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A `/command` typed by the person: admission control and the peer list."""
+
+    name: str  # one of COMMANDS
+    peer: str | None = None
+
+
+# name -> whether it takes a peer id
+COMMANDS: dict[str, bool] = {"admit": True, "kick": True, "peers": False}
+COMMAND_HELP = "Commands: /admit PEER, /kick PEER, /peers; start a line with // to send a literal /."
+
+
 class InputLineError(ValueError):
     pass
 
 
-def parse_input_line(line: str) -> Outgoing | None:
-    """`text` goes to every browser, `@peer text` to one, `@@text` sends a literal `@text`.
+def parse_input_line(line: str) -> Outgoing | Command | None:
+    """`text` goes to every browser, `@peer text` to one; `/admit PEER`, `/kick PEER` and
+    `/peers` are commands; `@@text` and `//text` send a literal `@text` or `/text`.
 
     Blank lines send nothing (None).
     """
     text = line.rstrip("\r\n")
     if not text.strip():
         return None
-    if text.startswith("@@"):
+    if text.startswith(("@@", "//")):
         return Outgoing(data=text[1:])
+    if text.startswith("/"):
+        return _parse_command(text[1:])
     if text.startswith("@"):
         peer, _, rest = text[1:].partition(" ")
         if not peer or not rest:
             raise InputLineError("To send to one browser, type @peer followed by a space and the text.")
         return Outgoing(data=rest, to=peer)
     return Outgoing(data=text)
+
+
+def _parse_command(text: str) -> Command:
+    name, *arguments = text.split()
+    if name not in COMMANDS:
+        raise InputLineError(f"Unknown command /{name}. {COMMAND_HELP}")
+    takes_peer = COMMANDS[name]
+    if takes_peer and len(arguments) != 1:
+        raise InputLineError(f"/{name} needs one peer id, e.g. /{name} p1a2b3c4d.")
+    if not takes_peer and arguments:
+        raise InputLineError(f"/{name} takes no arguments.")
+    return Command(name=name, peer=arguments[0] if takes_peer else None)
 
 
 def describe_connect_failure(url: str, exc: BaseException, open_timeout: float) -> str:
@@ -160,6 +190,8 @@ class MacClient:
         self._connection: ClientConnection | None = None
         self.code: str | None = None
         self.peers: list[str] = []
+        # Browsers that asked to join (approval mode) and are not admitted yet.
+        self.waiting: list[str] = []
         self.sessions = 0
         # Counted, not reported: the keepalive is invisible to the person by design.
         self.pings_sent = 0
@@ -249,14 +281,16 @@ class MacClient:
         self._connection = connection
         self.code = code
         self.peers = []
+        self.waiting = []
         self.sessions += 1
         self._sink(events.registered(code, self.sessions))
         return connection
 
     async def _register(self, connection: ClientConnection) -> str:
-        await connection.send(
-            json.dumps({"action": Action.REGISTER.value, "client_id": self.settings.client_id})
-        )
+        register: dict[str, Any] = {"action": Action.REGISTER.value, "client_id": self.settings.client_id}
+        if self.settings.approve:
+            register["approve"] = True
+        await connection.send(json.dumps(register))
         while True:
             message = _decode(await connection.recv())
             if message is None:
@@ -286,6 +320,7 @@ class MacClient:
             self._connection = None
             self.code = None
             self.peers = []
+            self.waiting = []
         if self._stop.is_set():
             await connection.close()
         return connection.close_code, connection.close_reason or _default_close_reason(connection)
@@ -307,13 +342,20 @@ class MacClient:
         if kind == MessageType.PONG:
             self.pongs_received += 1
         elif kind == MessageType.PEER_JOINED and isinstance(peer := message.get("peer"), str):
+            _discard(self.waiting, peer)
             if peer not in self.peers:
                 self.peers.append(peer)
             self._sink(events.peer_joined(peer, list(self.peers)))
         elif kind == MessageType.PEER_LEFT and isinstance(peer := message.get("peer"), str):
-            if peer in self.peers:
-                self.peers.remove(peer)
+            _discard(self.waiting, peer)
+            _discard(self.peers, peer)
             self._sink(events.peer_left(peer, list(self.peers)))
+        elif kind == MessageType.JOIN_REQUEST and isinstance(peer := message.get("peer"), str):
+            if peer not in self.waiting:
+                self.waiting.append(peer)
+            self._sink(
+                events.join_request(peer, message.get("ip"), message.get("user_agent"), list(self.waiting))
+            )
         elif kind == MessageType.FRAME:
             self._sink(events.frame(str(message.get("from")), message.get("data")))
         elif kind == MessageType.ERROR:
@@ -345,9 +387,15 @@ class MacClient:
             return
         if outgoing is None:
             return
+        if isinstance(outgoing, Command) and outgoing.name == "peers":
+            self._sink(events.peers(list(self.peers), list(self.waiting)))
+            return
         connection = self._connection
         if connection is None:
             self._sink(events.error(events.LOCAL_NOT_CONNECTED, "Not connected to the relay; nothing sent."))
+            return
+        if isinstance(outgoing, Command):
+            await self._send_command(connection, outgoing)
             return
         if outgoing.to is None and not self.peers:
             self._sink(events.error(events.LOCAL_NO_BROWSERS, "No browser has joined yet; nothing sent."))
@@ -368,10 +416,23 @@ class MacClient:
             return
         self._sink(events.sent(outgoing.to, outgoing.data))
 
+    async def _send_command(self, connection: ClientConnection, command: Command) -> None:
+        # The relay answers admit with peer_joined and kick with peer_left (or an error),
+        # which is what the person sees; nothing is reported here on success.
+        try:
+            await connection.send(json.dumps({"action": command.name, "peer": command.peer}))
+        except ConnectionClosed:
+            self._sink(events.error(events.LOCAL_NOT_CONNECTED, "The connection dropped; nothing sent."))
+
     async def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+
+
+def _discard(items: list[str], item: str) -> None:
+    if item in items:
+        items.remove(item)
 
 
 def _decode(raw: str | bytes) -> dict[str, Any] | None:

@@ -35,6 +35,14 @@ def peer_left(peer: str, peers: list[str]) -> Event:
     return {"event": "peer_left", "peer": peer, "peers": peers}
 
 
+def join_request(peer: str, ip: Any, user_agent: Any, waiting: list[str]) -> Event:
+    return {"event": "join_request", "peer": peer, "ip": ip, "user_agent": user_agent, "waiting": waiting}
+
+
+def peers(connected: list[str], waiting: list[str]) -> Event:
+    return {"event": "peers", "peers": connected, "waiting": waiting}
+
+
 def frame(sender: str, data: Any) -> Event:
     return {"event": "frame", "from": sender, "data": data}
 

@@ -81,6 +81,15 @@ class HumanRenderer:
             self._print(f"+ browser {event['peer']} joined ({_peer_list(event['peers'])})")
         elif kind == "peer_left":
             self._print(f"- browser {event['peer']} left ({_peer_list(event['peers'])})")
+        elif kind == "join_request":
+            source = ", ".join(str(part) for part in (event["ip"], event["user_agent"]) if part)
+            self._print(
+                f"? browser {event['peer']}{f' ({source})' if source else ''} asks to join: "
+                f"type /admit {event['peer']} to let it in, or /kick {event['peer']}"
+            )
+        elif kind == "peers":
+            waiting = f"; waiting: {', '.join(event['waiting'])}" if event["waiting"] else ""
+            self._print(f"  {_peer_list(event['peers'])}{waiting}")
         elif kind == "frame":
             self._print(f"[{event['from']}] {_data_text(event['data'])}")
         elif kind == "sent":
@@ -108,5 +117,6 @@ class HumanRenderer:
         if event["new_session"]:
             self._print("  This is a new session: browsers must enter the new code.")
         self._print("  Enter it on the pairing page. Type a line to send it to every browser,")
-        self._print("  or '@peer text' to send to one. Ctrl-D or Ctrl-C quits.")
+        self._print("  or '@peer text' to send to one; /peers lists browsers, /kick PEER removes")
+        self._print("  one (and /admit PEER lets one in with --approve). Ctrl-D or Ctrl-C quits.")
         self._print()

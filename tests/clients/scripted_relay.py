@@ -130,6 +130,10 @@ class ScriptedRelay:
                 await connection.send(protocol.encode(protocol.authenticated(code, "pbrowser1")))
             else:
                 await connection.send(protocol.encode(protocol.error(protocol.ErrorCode.INVALID_CODE)))
+        elif action == protocol.Action.ADMIT:
+            await connection.send(protocol.encode(protocol.peer_joined(str(message.get("peer")))))
+        elif action == protocol.Action.KICK:
+            await connection.send(protocol.encode(protocol.peer_left(str(message.get("peer")))))
         elif action == protocol.Action.PING:
             await connection.send(protocol.encode(protocol.pong()))
 

@@ -251,3 +251,28 @@ def test_relay_restart_loses_the_page_and_gives_the_mac_a_new_session(browser_pa
             assert mac.finish() == 0
     finally:
         relay.stop()
+
+
+def test_approval_mode_the_mac_admits_then_kicks_the_browser(
+    relay_local: RelayLocal, browser_page: Page
+) -> None:
+    page = browser_page
+    with start_mac(relay_local, "--approve") as mac:
+        code = mac.wait_for_event("registered")["code"]
+        open_page(page, relay_local)
+        page.locator("#code").press_sequentially(code)
+        expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
+        expect(page.locator("#alert")).to_have_text(ui_message("waiting"))
+        expect(page.locator("#message")).to_be_disabled()
+        request = mac.wait_for_event("join_request")
+        assert request["waiting"] == [request["peer"]]
+
+        mac.type_line(f"/admit {request['peer']}")
+        expect(page.locator("#status")).to_have_attribute("data-state", "paired")
+        assert mac.wait_for_event("peer_joined")["peers"] == [request["peer"]]
+
+        mac.type_line(f"/kick {request['peer']}")
+        expect(page.locator("#alert")).to_have_text(ui_message("kicked"))
+        expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+        assert mac.wait_for_event("peer_left")["peers"] == []
+        mac.terminate()

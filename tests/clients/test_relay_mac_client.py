@@ -393,3 +393,62 @@ def test_events_are_json_serialisable(relay: ScriptedRelay) -> None:
     recorder = run_scenario(settings_for(relay), scenario)
     for event in recorder.events:
         assert json.loads(json.dumps(event)) == event
+
+
+def test_approval_mode_lists_waiting_browsers_and_admits_or_kicks_them(relay: ScriptedRelay) -> None:
+    async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+        await recorder.wait_for("registered")
+        relay.push(protocol.join_request("p1111111", "203.0.113.9", "Firefox"))
+        relay.push(protocol.join_request("p2222222", None, None))
+        await recorder.wait_for("join_request", count=2)
+        assert client.waiting == ["p1111111", "p2222222"]
+        lines.type("/admit p1111111")
+        await recorder.wait_for("peer_joined")
+        lines.type("/peers")
+        await recorder.wait_for("peers")
+        lines.type("/kick p2222222")
+        await recorder.wait_for("peer_left")
+        assert client.waiting == []
+        assert client.peers == ["p1111111"]
+
+    recorder = run_scenario(settings_for(relay, approve=True), scenario)
+    assert relay.messages("register")[0].message == {
+        "action": "register",
+        "client_id": "mac-test",
+        "approve": True,
+    }
+    assert recorder.of("join_request")[0] == {
+        "event": "join_request",
+        "peer": "p1111111",
+        "ip": "203.0.113.9",
+        "user_agent": "Firefox",
+        "waiting": ["p1111111"],
+    }
+    assert [r.message for r in relay.messages("admit")] == [{"action": "admit", "peer": "p1111111"}]
+    assert [r.message for r in relay.messages("kick")] == [{"action": "kick", "peer": "p2222222"}]
+    assert recorder.of("peers") == [{"event": "peers", "peers": ["p1111111"], "waiting": ["p2222222"]}]
+    assert recorder.of("peer_joined")[0]["peers"] == ["p1111111"]
+
+
+def test_bad_commands_are_explained_and_nothing_is_sent(relay: ScriptedRelay) -> None:
+    async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+        await recorder.wait_for("registered")
+        relay.push(protocol.peer_joined("p1111111"))
+        await recorder.wait_for("peer_joined")
+        lines.type("/frobnicate")
+        lines.type("/kick")
+        lines.type("/peers extra")
+        await recorder.wait_for("error", count=3, error="usage")
+        lines.type("//slash is literal")
+        await recorder.wait_for("sent")
+
+    recorder = run_scenario(settings_for(relay), scenario)
+    assert [e["message"] for e in recorder.of("error")] == [
+        "Unknown command /frobnicate. Commands: /admit PEER, /kick PEER, /peers; "
+        "start a line with // to send a literal /.",
+        "/kick needs one peer id, e.g. /kick p1a2b3c4d.",
+        "/peers takes no arguments.",
+    ]
+    assert [r.message for r in relay.received if r.message["action"] not in ("register", "ping")] == [
+        {"action": "send", "data": "/slash is literal"}
+    ]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from relay_mac import events
-from relay_mac.client import InputLineError, Outgoing, parse_input_line
+from relay_mac.client import Command, InputLineError, Outgoing, parse_input_line
 from relay_mac.render import HumanRenderer, JsonRenderer, spaced_code
 
 
@@ -19,12 +19,16 @@ from relay_mac.render import HumanRenderer, JsonRenderer, spaced_code
         ("  padded  \n", Outgoing(data="  padded  ")),
         ("@p1a2b3c4d hi there\n", Outgoing(data="hi there", to="p1a2b3c4d")),
         ("@@not a peer\n", Outgoing(data="@not a peer")),
+        ("//not a command\n", Outgoing(data="/not a command")),
+        ("/admit p1a2b3c4d\n", Command(name="admit", peer="p1a2b3c4d")),
+        ("/kick  p1a2b3c4d \n", Command(name="kick", peer="p1a2b3c4d")),
+        ("/peers\n", Command(name="peers")),
         ("email me@example.com\n", Outgoing(data="email me@example.com")),
         ("\n", None),
         ("   \t\n", None),
     ],
 )
-def test_parse_input_line(line: str, expected: Outgoing | None) -> None:
+def test_parse_input_line(line: str, expected: Outgoing | Command | None) -> None:
     assert parse_input_line(line) == expected
 
 
@@ -106,3 +110,23 @@ def test_human_renderer_lists_peers_and_prints_frames() -> None:
         '[p2] {"k": 1}',
     ]
     assert err.getvalue().splitlines() == ["! No browser with that peer id in this session."]
+
+
+@pytest.mark.parametrize(
+    ("line", "complaint"),
+    [("/nope\n", "Unknown command /nope"), ("/admit\n", "needs one peer id"), ("/peers x\n", "no arguments")],
+)
+def test_bad_commands_are_usage_errors(line: str, complaint: str) -> None:
+    with pytest.raises(InputLineError, match=complaint):
+        parse_input_line(line)
+
+
+def test_human_renderer_asks_about_join_requests() -> None:
+    out, err = terminal("utf-8"), io.StringIO()
+    render = HumanRenderer(out, err)
+    render(events.join_request("p9", "203.0.113.9", "Firefox", ["p9"]))
+    render(events.peers(["p1"], ["p9"]))
+    assert _text(out).splitlines() == [
+        "? browser p9 (203.0.113.9, Firefox) asks to join: type /admit p9 to let it in, or /kick p9",
+        "  1 browser: p1; waiting: p9",
+    ]
