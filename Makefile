@@ -25,7 +25,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy layers/relay/relay functions local/relay_local clients/relay_mac
 
-test: $(STAMP)
+test: $(STAMP) lint typecheck
+	scripts/ensure-chromium
 	$(BIN)/pytest
 
 clean:

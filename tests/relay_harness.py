@@ -12,6 +12,7 @@ answers 410 GoneException, as API Gateway does for a closed connection).
 from __future__ import annotations
 
 import copy
+import os
 import importlib.util
 import itertools
 import json
@@ -86,9 +87,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         api = next(
-            r["Properties"]
-            for r in self.template["Resources"].values()
-            if r["Type"] == "AWS::Serverless::WebSocketApi"
+            r["Properties"] for r in self.template["Resources"].values() if r["Type"] == "AWS::Serverless::WebSocketApi"
         )
         self.route_selection = api["RouteSelectionExpression"]
         self.routes = {key: _function_id(route) for key, route in api["Routes"].items()}
@@ -101,6 +100,12 @@ class Gateway:
         )
         self.debug_function = debug_id
         self.debug_handler = load_handler(self.template, debug_id)
+        self.stream_functions = {
+            fid: load_handler(self.template, fid)
+            for fid, r in self.template["Resources"].items()
+            if r["Type"] == "AWS::Serverless::Function"
+            and any(e.get("Type") == "DynamoDB" for e in r["Properties"].get("Events", {}).values())
+        }
 
     # ---- observing the Management API -----------------------------------------
 
@@ -186,6 +191,25 @@ class Gateway:
         finally:
             self.current_function = None
 
+    def expire(self, code: str) -> dict[str, Any]:
+        """Play DynamoDB's TTL: delete the session item and deliver the stream record."""
+        import boto3  # noqa: PLC0415
+
+        client = boto3.client("dynamodb")
+        table = os.environ["TABLE_NAME"]
+        key = {"pk": {"S": f"S#{code}"}, "sk": {"S": "#META"}}
+        old = client.get_item(TableName=table, Key=key)["Item"]
+        client.delete_item(TableName=table, Key=key)
+        return self.deliver_stream_records([ttl_removal_record(table, old)])
+
+    def deliver_stream_records(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        ((function_id, handler),) = self.stream_functions.items()
+        self.current_function = function_id
+        try:
+            return handler({"Records": records}, LambdaContext(function_name=function_id))  # type: ignore[no-any-return]
+        finally:
+            self.current_function = None
+
     # ---- conveniences ----------------------------------------------------------
 
     def register(self, client_id: str = "mac-1") -> tuple[str, str]:
@@ -202,3 +226,24 @@ class Gateway:
 
     def last(self, connection_id: str) -> dict[str, Any]:
         return self.sent[connection_id][-1]
+
+
+def ttl_removal_record(table: str, old_image: dict[str, Any], sequence: int = 1) -> dict[str, Any]:
+    """A DynamoDB Streams record as AWS delivers it for an item deleted by TTL."""
+    return {
+        "eventID": f"ttl-{sequence}",
+        "eventName": "REMOVE",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1795656000,
+            "Keys": {"pk": old_image["pk"], "sk": old_image["sk"]},
+            "OldImage": old_image,
+            "SequenceNumber": f"{sequence:021d}",
+            "SizeBytes": 256,
+            "StreamViewType": "OLD_IMAGE",
+        },
+        "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+        "eventSourceARN": f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-26T00:00:00.000",
+    }
