@@ -12,10 +12,10 @@ answers 410 GoneException, as API Gateway does for a closed connection).
 from __future__ import annotations
 
 import copy
-import os
 import importlib.util
 import itertools
 import json
+import os
 import sys
 import urllib.parse
 from collections import defaultdict
