@@ -14,16 +14,20 @@ from typing import Any
 
 import pytest
 import yaml
+from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayProxyEventV2Model,
     APIGatewayWebSocketConnectEventModel,
     APIGatewayWebSocketDisconnectEventModel,
     APIGatewayWebSocketMessageEventModel,
+    DynamoDBStreamModel,
 )
 from pydantic import BaseModel, ValidationError
 from relay.protocol import (
+    AdmitRequest,
     AuthRequest,
     ErrorCode,
+    KickRequest,
     ProtocolError,
     RegisterRequest,
     SendRequest,
@@ -31,6 +35,7 @@ from relay.protocol import (
     normalise_code,
     parse_client_message,
 )
+from relay.session_store import expired_session_from_stream
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
@@ -41,10 +46,12 @@ WEBSOCKET_MODELS: dict[str, type[BaseModel]] = {
     "register": APIGatewayWebSocketMessageEventModel,
     "auth": APIGatewayWebSocketMessageEventModel,
     "send": APIGatewayWebSocketMessageEventModel,
+    "kick": APIGatewayWebSocketMessageEventModel,
+    "admit": APIGatewayWebSocketMessageEventModel,
     "default": APIGatewayWebSocketMessageEventModel,
     "disconnect": APIGatewayWebSocketDisconnectEventModel,
 }
-ALL_FIXTURES = [*WEBSOCKET_MODELS, "debug"]
+ALL_FIXTURES = [*WEBSOCKET_MODELS, "debug", "expiry"]
 
 # API Gateway connection ids are 12 random bytes, base64: 16 characters ending in '='.
 CONNECTION_ID = re.compile(r"^[A-Za-z0-9+/]{15}=$")
@@ -142,6 +149,8 @@ def test_message_fixtures_parse_as_their_protocol_requests() -> None:
     assert is_well_formed_code(normalise_code(auth.code))
     send = parse_client_message(load_event("send")["body"])
     assert send == SendRequest(data={"text": "hello"})
+    assert parse_client_message(load_event("kick")["body"]) == KickRequest(peer="p1a2b3c4d")
+    assert parse_client_message(load_event("admit")["body"]) == AdmitRequest(peer="p1a2b3c4d")
 
 
 def test_default_fixture_body_is_rejected_as_bad_request() -> None:
@@ -152,7 +161,7 @@ def test_default_fixture_body_is_rejected_as_bad_request() -> None:
 
 def test_message_fixture_routes_match_route_selection() -> None:
     """API Gateway picks the route from body.action; $default when there is none."""
-    for name in ("register", "auth", "send", "default"):
+    for name in ("register", "auth", "send", "kick", "admit", "default"):
         event = load_event(name)
         route_key = event["requestContext"]["routeKey"]
         try:
@@ -173,6 +182,26 @@ def test_debug_fixture_matches_http_api_v2_model() -> None:
     assert parsed.requestContext.domainPrefix == parsed.requestContext.apiId
 
 
+def test_expiry_fixture_is_a_ttl_removal_of_a_session() -> None:
+    event = load_event("expiry")
+    parsed = DynamoDBStreamModel.model_validate(event)
+    [record] = parsed.Records
+    assert record.eventName == "REMOVE"
+    assert record.userIdentity is not None
+    assert record.dynamodb.StreamViewType == "OLD_IMAGE"
+    assert record.eventSourceARN.startswith("arn:aws:dynamodb:us-east-1:123456789012:table/")
+    # What the expiry function does with it: a TTL-deleted session's code and mac-client.
+    [data_record] = DynamoDBStreamEvent(event).records
+    assert data_record.dynamodb is not None
+    expired = expired_session_from_stream(data_record.user_identity, data_record.dynamodb.old_image)
+    assert expired is not None
+    code, mac_connection_id, created_at = expired
+    assert is_well_formed_code(code)
+    assert CONNECTION_ID.fullmatch(mac_connection_id)
+    old_image = data_record.dynamodb.old_image
+    assert created_at < old_image["expires_at"]
+
+
 def test_models_reject_a_fixture_with_the_wrong_event_type() -> None:
     """Guards the validation above: the models are strict enough to tell events apart."""
     with pytest.raises(ValidationError):
@@ -181,6 +210,8 @@ def test_models_reject_a_fixture_with_the_wrong_event_type() -> None:
         APIGatewayWebSocketDisconnectEventModel.model_validate(load_event("connect"))
     with pytest.raises(ValidationError):
         APIGatewayProxyEventV2Model.model_validate(load_event("register"))
+    with pytest.raises(ValidationError):
+        DynamoDBStreamModel.model_validate(load_event("debug"))
 
 
 def test_every_function_in_the_template_has_a_fixture() -> None:
@@ -205,3 +236,6 @@ def test_every_fixture_targets_the_function_it_is_named_after() -> None:
         if event["Type"] == "HttpApi"
     }
     assert load_event("debug")["routeKey"] in http_routes
+    stream_events = functions[by_fixture["expiry"]]["Events"].values()
+    assert [event["Type"] for event in stream_events] == ["DynamoDB"]
+    assert {record["eventSource"] for record in load_event("expiry")["Records"]} == {"aws:dynamodb"}

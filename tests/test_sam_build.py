@@ -26,6 +26,9 @@ FUNCTIONS = {
     "SendFunction": "send",
     "DefaultFunction": "default",
     "DisconnectFunction": "disconnect",
+    "KickFunction": "kick",
+    "AdmitFunction": "admit",
+    "ExpiryFunction": "expiry",
     "DebugFunction": "debug",
 }
 ELF_MAGIC = b"\x7fELF"

@@ -34,6 +34,8 @@ WEBSOCKET_ROUTES = {
     "register": "RegisterFunction",
     "auth": "AuthFunction",
     "send": "SendFunction",
+    "kick": "KickFunction",
+    "admit": "AdmitFunction",
     "$default": "DefaultFunction",
 }
 FUNCTION_DIRS = {
@@ -43,6 +45,9 @@ FUNCTION_DIRS = {
     "SendFunction": "send",
     "DefaultFunction": "default",
     "DisconnectFunction": "disconnect",
+    "KickFunction": "kick",
+    "AdmitFunction": "admit",
+    "ExpiryFunction": "expiry",
     "DebugFunction": "debug",
 }
 
@@ -51,13 +56,17 @@ DYNAMODB_ACTIONS: dict[str, set[str]] = {
     "ConnectFunction": set(),
     "DefaultFunction": set(),
     "RegisterFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
-    "AuthFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "AuthFunction": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     "SendFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
     "DisconnectFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
+    "KickFunction": {"GetItem", "UpdateItem", "DeleteItem"},
+    "AdmitFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
+    "ExpiryFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
     "DebugFunction": {"BatchGetItem"},
 }
 # Management API methods on @connections each function may call: POST (PostToConnection)
-# to reply, DELETE (DeleteConnection) to close (only auth closes, after too many attempts).
+# to reply, DELETE (DeleteConnection) to close: auth after too many attempts, expiry the
+# connection of a mac-client whose session outlived it.
 CONNECTION_METHODS: dict[str, set[str]] = {
     "ConnectFunction": set(),
     "DebugFunction": set(),
@@ -66,6 +75,9 @@ CONNECTION_METHODS: dict[str, set[str]] = {
     "AuthFunction": {"POST", "DELETE"},
     "SendFunction": {"POST"},
     "DisconnectFunction": {"POST"},
+    "KickFunction": {"POST"},
+    "AdmitFunction": {"POST"},
+    "ExpiryFunction": {"POST", "DELETE"},
 }
 CONNECTIONS_ARN = re.compile(
     r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
@@ -75,6 +87,13 @@ CONNECTIONS_ARN = re.compile(
 SAM_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+# ...and, for a function with a DynamoDB stream event, the stream-reading policy.
+STREAM_READER_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"
+STREAM_FUNCTIONS = {"ExpiryFunction"}
+TTL_REMOVALS_ONLY = {
+    "eventName": ["REMOVE"],
+    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
 }
 CLOUDWATCH_RETENTION_DAYS = [
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
@@ -215,7 +234,7 @@ def test_api_gateway_may_invoke_each_route_function(cfn: dict[str, Any]) -> None
         function = properties["FunctionName"]
         # SAM names WebSocket route functions by ARN and HTTP API event functions by Ref.
         invocable.add(function["Fn::GetAtt"][0] if "Fn::GetAtt" in function else function["Ref"])
-    assert invocable == set(FUNCTION_DIRS)
+    assert invocable == set(FUNCTION_DIRS) - STREAM_FUNCTIONS
 
 
 def test_stage_name_comes_from_a_parameter(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
@@ -260,6 +279,18 @@ def test_sessions_table(cfn: dict[str, Any]) -> None:
     ]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["StreamSpecification"] == {"StreamViewType": "OLD_IMAGE"}
+
+
+def test_expiry_function_reads_only_ttl_removals_from_the_table_stream(cfn: dict[str, Any]) -> None:
+    mappings = resources_of_type(cfn, "AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == 1
+    [mapping] = [m["Properties"] for m in mappings.values()]
+    assert mapping["FunctionName"] == {"Ref": "ExpiryFunction"}
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["SessionsTable", "StreamArn"]}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    [pattern] = [json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"]]
+    assert pattern == TTL_REMOVALS_ONLY
 
 
 # ---- IAM ---------------------------------------------------------------------------
@@ -302,7 +333,8 @@ def test_function_role_manages_only_this_apis_connections(cfn: dict[str, Any], f
 
 def assert_role_has_nothing_else(cfn: dict[str, Any], function: str) -> None:
     role = cfn["Resources"][f"{function}Role"]["Properties"]
-    assert set(role["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES
+    stream_reader = {STREAM_READER_POLICY} if function in STREAM_FUNCTIONS else set()
+    assert set(role["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES | stream_reader
     for statement in role_statements(cfn, function):
         actions = as_list(statement["Action"])
         assert statement["Effect"] == "Allow"
@@ -372,7 +404,18 @@ def test_functions_get_their_settings_from_parameters(sam: dict[str, Any], cfn: 
         "SESSION_TTL_SECONDS": "SessionTtlSeconds",
         "MAX_CODE_ATTEMPTS": "MaxCodeAttempts",
         "COUNTER_SHARDS": "CounterShards",
+        "AUTH_FAILURES_PER_IP": "AuthFailuresPerIp",
+        "AUTH_FAILURE_WINDOW_SECONDS": "AuthFailureWindowSeconds",
         "POWERTOOLS_LOG_LEVEL": "LogLevel",
+    }
+    only_for: dict[str, dict[str, Any]] = {
+        "ConnectFunction": {"ALLOWED_ORIGINS": {"Ref": "AllowedOrigins"}},
+        # The stream event carries no API address, so the endpoint is configured.
+        "ExpiryFunction": {
+            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": {
+                "Fn::Sub": "https://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
+            }
+        },
     }
     for name, function in resources_of_type(cfn, "AWS::Lambda::Function").items():
         variables = function["Properties"]["Environment"]["Variables"]
@@ -380,15 +423,19 @@ def test_functions_get_their_settings_from_parameters(sam: dict[str, Any], cfn: 
             **{key: {"Ref": target} for key, target in expected_refs.items()},
             "POWERTOOLS_SERVICE_NAME": "pairing-relay",
             "POWERTOOLS_METRICS_NAMESPACE": "PairingRelay",
+            **only_for.get(name, {}),
         }, name
     parameters = sam["Parameters"]
     assert parameters["LogLevel"]["Default"] == "INFO"
+    assert parameters["AllowedOrigins"]["Default"] == "*"
     for parameter in (
         "MaxBrowsers",
         "MaxAuthAttempts",
         "SessionTtlSeconds",
         "MaxCodeAttempts",
         "CounterShards",
+        "AuthFailuresPerIp",
+        "AuthFailureWindowSeconds",
     ):
         spec = parameters[parameter]
         assert spec["Type"] == "Number"
@@ -402,6 +449,8 @@ def test_parameter_defaults_match_the_protocol_module(sam: dict[str, Any]) -> No
     assert parameters["SessionTtlSeconds"]["Default"] == protocol.DEFAULT_SESSION_TTL_SECONDS
     assert parameters["MaxCodeAttempts"]["Default"] == protocol.DEFAULT_MAX_CODE_ATTEMPTS
     assert parameters["CounterShards"]["Default"] == protocol.DEFAULT_COUNTER_SHARDS
+    assert parameters["AuthFailuresPerIp"]["Default"] == protocol.DEFAULT_AUTH_FAILURES_PER_IP
+    assert parameters["AuthFailureWindowSeconds"]["Default"] == protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
 
 
 def test_each_function_logs_to_its_own_group_with_the_retention_parameter(
