@@ -30,13 +30,15 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync driver is alive its event loop
+# counts as running in this thread, and asyncio.run() in any later test would fail.
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         # Fail, not skip: a missing browser must not pass CI as a green run.
