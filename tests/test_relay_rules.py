@@ -109,9 +109,7 @@ def test_every_registration_gets_its_own_code(gateway: Gateway) -> None:
     assert len(set(codes)) == len(codes)
 
 
-def test_a_colliding_code_is_never_handed_out_twice(
-    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_colliding_code_is_never_handed_out_twice(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     # The generator draws the same code twice before a fresh one: the second mac-client
     # must get the fresh one, because the first holds the drawn code.
     first, fresh = "K7M2QX", "K7M2QY"
@@ -134,9 +132,7 @@ def test_a_colliding_code_is_never_handed_out_twice(
         pytest.param({"action": "register", "client_id": ["mac"]}, id="list"),
         pytest.param({"action": "register", "client_id": {"id": "mac"}}, id="object"),
         pytest.param({"action": "register", "client_id": ""}, id="empty"),
-        pytest.param(
-            {"action": "register", "client_id": "m" * (protocol.CLIENT_ID_MAX_LENGTH + 1)}, id="too-long"
-        ),
+        pytest.param({"action": "register", "client_id": "m" * (protocol.CLIENT_ID_MAX_LENGTH + 1)}, id="too-long"),
     ],
 )
 def test_register_with_a_bad_client_id_is_bad_request(gateway: Gateway, body: dict[str, Any]) -> None:
@@ -352,9 +348,7 @@ def test_failed_auths_are_counted_per_connection(gateway: Gateway, monkeypatch: 
     assert auth(gateway, second, code)[0]["type"] == MessageType.AUTHENTICATED
 
 
-def test_a_successful_auth_is_not_counted_as_a_failure(
-    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_successful_auth_is_not_counted_as_a_failure(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_AUTH_ATTEMPTS", "3")
     mac, code = gateway.register()
     browser = gateway.connect()
@@ -448,12 +442,8 @@ def test_frames_stay_within_their_session(gateway: Gateway) -> None:
         protocol.frame(from_mac, "to all of B"),
         protocol.frame(from_mac, "to one of B"),
     ]
-    assert frames_of(gateway, mac_a) == [
-        protocol.frame(p, f"from A{n}") for n, (_, p) in enumerate(browsers_a)
-    ]
-    assert frames_of(gateway, mac_b) == [
-        protocol.frame(p, f"from B{n}") for n, (_, p) in enumerate(browsers_b)
-    ]
+    assert frames_of(gateway, mac_a) == [protocol.frame(p, f"from A{n}") for n, (_, p) in enumerate(browsers_a)]
+    assert frames_of(gateway, mac_b) == [protocol.frame(p, f"from B{n}") for n, (_, p) in enumerate(browsers_b)]
 
 
 def test_mac_broadcast_with_no_browsers_is_harmless(gateway: Gateway) -> None:
@@ -557,9 +547,7 @@ def test_mac_frame_over_the_message_limit_is_payload_too_large_and_not_posted(
 ) -> None:
     mac, code = gateway.register()
     browsers = [gateway.join(code) for _ in range(2)]
-    data = padded_string_for_size(
-        protocol.MAX_MESSAGE_BYTES + 1, lambda d: protocol.frame(protocol.MAC_PEER, d)
-    )
+    data = padded_string_for_size(protocol.MAX_MESSAGE_BYTES + 1, lambda d: protocol.frame(protocol.MAC_PEER, d))
     posts = gateway.post_calls
 
     replies = send(gateway, mac, data, to=browsers[0][1] if addressed else None)
@@ -695,9 +683,7 @@ def test_a_browser_of_an_ended_session_may_join_another(gateway: Gateway) -> Non
     assert frames_of(gateway, mac_b) == [protocol.frame(reply["peer"], "moved")]
 
 
-def test_browser_disconnect_tells_the_mac_and_frees_the_seat(
-    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_browser_disconnect_tells_the_mac_and_frees_the_seat(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_BROWSERS", "2")
     mac, code = gateway.register()
     leaving, leaving_peer = gateway.join(code)
@@ -791,9 +777,7 @@ def test_nothing_is_left_behind_once_everyone_has_left(gateway: Gateway, dynamod
 
     assert active_sessions(gateway) == 0
     # Counter shards stay, and so do per-address failure windows (they expire by TTL).
-    leftovers = [
-        item for item in table_items(dynamodb) if not item["pk"]["S"].startswith(("COUNTER#", "IP#"))
-    ]
+    leftovers = [item for item in table_items(dynamodb) if not item["pk"]["S"].startswith(("COUNTER#", "IP#"))]
     assert leftovers == []
 
 
@@ -840,9 +824,7 @@ def test_broadcast_drops_a_vanished_browser_and_still_reaches_the_others(gateway
     assert of_type(gateway, mac, MessageType.PEER_LEFT) == [protocol.peer_left(vanished_peer)]
 
 
-def test_broadcast_frees_the_seat_of_a_vanished_browser(
-    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_broadcast_frees_the_seat_of_a_vanished_browser(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_BROWSERS", "2")
     mac, code = gateway.register()
     vanished, _ = gateway.join(code)
@@ -898,3 +880,27 @@ def test_a_mac_that_vanished_before_a_browser_joined_ends_the_session(gateway: G
     assert replies[-1:] == [protocol.session_closed()] or replies == [protocol.error(ErrorCode.INVALID_CODE)]
     assert active_sessions(gateway) == 0
     assert send(gateway, browser, "hello?") == [protocol.error(ErrorCode.NOT_BOUND)]
+
+
+# ---- faults of AWS itself ------------------------------------------------------------
+
+
+def test_a_failing_table_gets_internal_error_replies_not_exceptions(gateway: Gateway, dynamodb: Any) -> None:
+    from tests.conftest import TABLE_NAME  # noqa: PLC0415
+
+    mac, code = gateway.register()
+    browser, _ = gateway.join(code)
+    stranger = gateway.connect()
+    dynamodb.delete_table(TableName=TABLE_NAME)
+
+    # gateway.message and gateway.disconnect check that each handler answered 200.
+    assert error_code_of(register(gateway, stranger)) is ErrorCode.INTERNAL_ERROR
+    assert error_code_of(auth(gateway, stranger, code)) is ErrorCode.INTERNAL_ERROR
+    assert error_code_of(send(gateway, browser, "x")) is ErrorCode.INTERNAL_ERROR
+    assert error_code_of(send(gateway, mac, "x")) is ErrorCode.INTERNAL_ERROR
+    gateway.disconnect(browser)
+    gateway.disconnect(mac)
+    response = gateway.debug_sessions()
+    assert response["statusCode"] == 500
+    assert response["headers"]["content-type"].startswith("text/plain")
+    assert code not in response["body"]
