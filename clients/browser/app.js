@@ -68,7 +68,7 @@ const elements = {
 };
 
 const STATUS_TEXT = {
-  idle: "Not connected",
+  idle: "Not paired",
   connecting: "Connecting to the relay\u2026",
   checking: "Checking the code\u2026",
   waiting: "Waiting for your Mac\u2026",
@@ -322,7 +322,8 @@ function showRelayError(code, relayText) {
   switch (code) {
     case "invalid_code":
       setPhase("idle");
-      setCodeFeedback(text);
+      // Marked invalid for assistive technology; the words are in the alert, once.
+      elements.code.setAttribute("aria-invalid", "true");
       showAlert(text);
       elements.code.focus();
       elements.code.select();

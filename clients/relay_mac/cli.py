@@ -136,9 +136,7 @@ def settings_from_args(args: argparse.Namespace) -> ClientSettings:
 async def run_client(settings: ClientSettings, sink: EventSink) -> MacClient:
     # Ctrl-D at a terminal means "quit"; the end of piped or redirected input only means
     # there is nothing more to send, so a script can run `relay-mac --json < /dev/null`.
-    client = MacClient(
-        settings, sink, stdin_lines(sys.stdin.fileno()), stop_at_end_of_input=sys.stdin.isatty()
-    )
+    client = MacClient(settings, sink, stdin_lines(sys.stdin.fileno()), stop_at_end_of_input=sys.stdin.isatty())
     loop = asyncio.get_running_loop()
     # Stop cleanly on Ctrl-C or `kill`: the close frame lets the relay end the session
     # (and tell the browsers) at once instead of after a timeout.

@@ -262,9 +262,7 @@ class MacClient:
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise _AttemptFailed(describe_connect_failure(url, exc, timeout)) from exc
         try:
-            code = await asyncio.wait_for(
-                self._register(connection), timeout=self.settings.register_timeout_seconds
-            )
+            code = await asyncio.wait_for(self._register(connection), timeout=self.settings.register_timeout_seconds)
         except TimeoutError:
             await connection.close()
             raise _AttemptFailed(
@@ -302,9 +300,7 @@ class MacClient:
                     raise _AttemptFailed(f"the relay sent a malformed session code: {code!r}")
                 return code
             if kind == MessageType.ERROR:
-                raise _AttemptFailed(
-                    f"the relay refused to register: {message.get('message') or message.get('error')}"
-                )
+                raise _AttemptFailed(f"the relay refused to register: {message.get('message') or message.get('error')}")
 
     async def _serve(self, connection: ClientConnection) -> tuple[int | None, str]:
         """Relay until the connection closes or the client stops; returns the close code and reason."""
@@ -331,9 +327,7 @@ class MacClient:
             async for raw in connection:
                 message = _decode(raw)
                 if message is None:
-                    self._sink(
-                        events.error(events.LOCAL_BAD_MESSAGE, "The relay sent a frame that is not JSON.")
-                    )
+                    self._sink(events.error(events.LOCAL_BAD_MESSAGE, "The relay sent a frame that is not JSON."))
                     continue
                 self._handle(message)
 
@@ -353,9 +347,7 @@ class MacClient:
         elif kind == MessageType.JOIN_REQUEST and isinstance(peer := message.get("peer"), str):
             if peer not in self.waiting:
                 self.waiting.append(peer)
-            self._sink(
-                events.join_request(peer, message.get("ip"), message.get("user_agent"), list(self.waiting))
-            )
+            self._sink(events.join_request(peer, message.get("ip"), message.get("user_agent"), list(self.waiting)))
         elif kind == MessageType.FRAME:
             self._sink(events.frame(str(message.get("from")), message.get("data")))
         elif kind == MessageType.ERROR:

@@ -103,9 +103,7 @@ class HumanRenderer:
                 to_err=True,
             )
         elif kind == "reconnecting":
-            self._print(
-                f"  Reconnecting in {event['delay']:.1f} s (attempt {event['attempt']}) ...", to_err=True
-            )
+            self._print(f"  Reconnecting in {event['delay']:.1f} s (attempt {event['attempt']}) ...", to_err=True)
         elif kind == "stopped":
             self._print(f"Stopped: {event['reason']}.")
 

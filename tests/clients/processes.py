@@ -74,9 +74,7 @@ class RunningProcess:
         for line in self.process.stderr:
             self.stderr_lines.append(line.rstrip("\n"))
 
-    def wait_for_line(
-        self, predicate: Callable[[str], bool], what: str, timeout: float = WAIT_SECONDS
-    ) -> str:
+    def wait_for_line(self, predicate: Callable[[str], bool], what: str, timeout: float = WAIT_SECONDS) -> str:
         """Read stdout until a line satisfies `predicate`; fail clearly if it never comes."""
         while True:
             try:

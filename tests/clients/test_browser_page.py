@@ -70,15 +70,11 @@ def test_typing_uppercases_and_accepts_spaces_and_dashes(browser_page: Page, sta
 
 
 @pytest.mark.parametrize("typed", ["0", "o", "O", "1", "i", "I", "l", "L"])
-def test_excluded_characters_are_rejected_with_a_hint(
-    browser_page: Page, static_site: str, typed: str
-) -> None:
+def test_excluded_characters_are_rejected_with_a_hint(browser_page: Page, static_site: str, typed: str) -> None:
     open_page(browser_page, static_site, f"ws://127.0.0.1:{free_port()}")
     browser_page.locator("#code").press_sequentially(f"ab{typed}")
     expect(browser_page.locator("#code")).to_have_value("AB")
-    expect(browser_page.locator("#code-feedback")).to_have_text(
-        ui_message("codeExcluded", char=typed.upper())
-    )
+    expect(browser_page.locator("#code-feedback")).to_have_text(ui_message("codeExcluded", char=typed.upper()))
     expect(browser_page.locator("#code")).to_have_attribute("aria-invalid", "true")
 
 
@@ -93,9 +89,7 @@ def test_characters_outside_the_alphabet_are_rejected(browser_page: Page, static
     expect(browser_page.locator("#code-feedback")).to_have_text("")
 
 
-def test_a_pasted_code_with_bad_characters_keeps_only_the_good_ones(
-    browser_page: Page, static_site: str
-) -> None:
+def test_a_pasted_code_with_bad_characters_keeps_only_the_good_ones(browser_page: Page, static_site: str) -> None:
     open_page(browser_page, static_site, f"ws://127.0.0.1:{free_port()}")
     browser_page.locator("#code").fill("k7m!2")
     expect(browser_page.locator("#code")).to_have_value("K7M2")
@@ -106,9 +100,7 @@ def test_enter_on_an_incomplete_code_explains_the_length(browser_page: Page, sta
     browser_page.locator("#code").press_sequentially("k7m")
     browser_page.keyboard.press("Enter")
     length = page_protocol()["codeLength"]
-    expect(browser_page.locator("#code-feedback")).to_have_text(
-        ui_message("codeIncomplete", length=length, count=3)
-    )
+    expect(browser_page.locator("#code-feedback")).to_have_text(ui_message("codeIncomplete", length=length, count=3))
     expect(browser_page.locator("#status")).to_have_attribute("data-state", "idle")
 
 
@@ -128,9 +120,7 @@ def test_a_seventh_character_is_refused(browser_page: Page, static_site: str, re
 
 def test_relay_url_comes_from_the_query_parameter(browser_page: Page, static_site: str) -> None:
     open_page(browser_page, static_site, "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod")
-    expect(browser_page.locator("#relay-url")).to_have_value(
-        "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod"
-    )
+    expect(browser_page.locator("#relay-url")).to_have_value("wss://abc123.execute-api.eu-west-1.amazonaws.com/prod")
 
 
 def test_relay_url_defaults_to_relay_local_when_served_locally(browser_page: Page, static_site: str) -> None:
@@ -170,9 +160,7 @@ def test_an_unreachable_relay_is_reported(browser_page: Page, static_site: str) 
 # ---- pairing, messages, errors (scripted relay) ---------------------------------------
 
 
-def test_send_box_is_enabled_only_while_paired(
-    browser_page: Page, static_site: str, relay: ScriptedRelay
-) -> None:
+def test_send_box_is_enabled_only_while_paired(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
     open_page(browser_page, static_site, relay.url)
     expect(browser_page.locator("#message")).to_be_disabled()
     expect(browser_page.locator("#send-button")).to_be_disabled()
@@ -191,7 +179,7 @@ def test_a_wrong_code_can_be_corrected_on_the_same_connection(
     browser_page.locator("#code").press_sequentially("abc-def")
     invalid = page_protocol()["errorMessages"]["invalid_code"]
     expect(browser_page.locator("#alert")).to_have_text(invalid)
-    expect(browser_page.locator("#code-feedback")).to_have_text(invalid)
+    expect(browser_page.locator("#code")).to_have_attribute("aria-invalid", "true")
     expect(browser_page.locator("#code")).to_be_focused()
     # The wrong code is selected, so typing replaces it.
     browser_page.keyboard.type("k7m2qx")
@@ -202,9 +190,7 @@ def test_a_wrong_code_can_be_corrected_on_the_same_connection(
     assert {a.connection for a in auths} == {0}
 
 
-def test_a_dropped_connection_shows_lost_connection(
-    browser_page: Page, static_site: str, relay: ScriptedRelay
-) -> None:
+def test_a_dropped_connection_shows_lost_connection(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
     open_page(browser_page, static_site, relay.url)
     pair(browser_page)
     relay.drop()
@@ -213,9 +199,7 @@ def test_a_dropped_connection_shows_lost_connection(
     expect(browser_page.locator("#message")).to_be_disabled()
 
 
-def test_frames_are_shown_as_text_never_as_markup(
-    browser_page: Page, static_site: str, relay: ScriptedRelay
-) -> None:
+def test_frames_are_shown_as_text_never_as_markup(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
     open_page(browser_page, static_site, relay.url)
     pair(browser_page)
     relay.push(protocol.frame(protocol.MAC_PEER, "<img src=x onerror=alert(1)>"))
@@ -245,9 +229,7 @@ def test_an_unknown_error_code_shows_the_relays_own_text(
     expect(browser_page.locator("#status")).to_have_attribute("data-state", "paired")
 
 
-def test_a_non_json_reply_is_reported_not_fatal(
-    browser_page: Page, static_site: str, relay: ScriptedRelay
-) -> None:
+def test_a_non_json_reply_is_reported_not_fatal(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
     open_page(browser_page, static_site, relay.url)
     pair(browser_page)
     relay.push_raw("not json")
@@ -255,9 +237,7 @@ def test_a_non_json_reply_is_reported_not_fatal(
     expect(browser_page.locator("#status")).to_have_attribute("data-state", "paired")
 
 
-def test_waiting_for_admission_then_kicked(
-    browser_page: Page, static_site: str, relay: ScriptedRelay
-) -> None:
+def test_waiting_for_admission_then_kicked(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
     open_page(browser_page, static_site, relay.url)
     pair(browser_page)
     relay.push({"type": "pending"})

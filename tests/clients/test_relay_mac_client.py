@@ -59,9 +59,7 @@ def test_registers_with_its_client_id_and_reports_the_code(relay: ScriptedRelay)
         assert client.code == "K7M2QX"
 
     recorder = run_scenario(settings_for(relay), scenario)
-    assert [r.message for r in relay.messages("register")] == [
-        {"action": "register", "client_id": "mac-test"}
-    ]
+    assert [r.message for r in relay.messages("register")] == [{"action": "register", "client_id": "mac-test"}]
     assert recorder.kinds() == ["connecting", "registered", "stopped"]
 
 
@@ -234,9 +232,7 @@ def test_reconnect_delays_grow_to_the_cap_then_the_client_gives_up(relay: Script
     failures = recorder.of("error")
     assert len(failures) == 5
     assert all(e["error"] == "connect_failed" and "connection refused" in e["message"] for e in failures)
-    assert recorder.of("stopped") == [
-        {"event": "stopped", "reason": "gave up after 5 failed reconnect attempts"}
-    ]
+    assert recorder.of("stopped") == [{"event": "stopped", "reason": "gave up after 5 failed reconnect attempts"}]
 
 
 def test_backoff_resets_after_a_successful_reconnect(relay: ScriptedRelay) -> None:
