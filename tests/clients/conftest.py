@@ -38,15 +38,19 @@ def playwright_driver() -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="module")
-def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
+def require_chromium(path: Path) -> None:
+    if not path.exists():
         # Fail, not skip: a missing browser must not pass CI as a green run.
         pytest.fail(
-            f"{CHROMIUM} is missing. Install Debian's chromium: run scripts/ensure-chromium "
+            f"{path} is missing. Install Debian's chromium: run scripts/ensure-chromium "
             "(as root), or `sudo apt-get install -y chromium`.",
             pytrace=False,
         )
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
+    require_chromium(CHROMIUM)
     browser = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield browser
     browser.close()

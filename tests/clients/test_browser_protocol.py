@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from relay import protocol
 
+from tests.clients.conftest import require_chromium
 from tests.clients.page_source import APP_JS, BLOCK, INDEX_HTML, page_protocol
 
 
@@ -124,3 +126,8 @@ def test_the_send_box_starts_disabled(page_html: _Controls) -> None:
 def test_the_page_never_renders_relay_data_as_html() -> None:
     code = re.sub(r"//[^\n]*", "", APP_JS)
     assert not re.search(r"\.(innerHTML|outerHTML|insertAdjacentHTML)\b|document\.write", code)
+
+
+def test_a_missing_chromium_fails_the_browser_tests_with_instructions(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match="scripts/ensure-chromium"):
+        require_chromium(tmp_path / "no-chromium-here")

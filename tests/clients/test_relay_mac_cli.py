@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import signal
 import subprocess
 from collections.abc import Iterator
 
@@ -126,3 +129,44 @@ def test_human_mode_shows_the_code_big_and_a_new_code_after_a_reconnect(relay: S
         assert mac.terminate() == 0
     assert any("Disconnected from the relay" in line for line in mac.stderr_lines)
     assert not any("Traceback" in line for line in mac.stderr_lines)
+
+
+def test_end_of_piped_input_does_not_end_the_session(relay: ScriptedRelay) -> None:
+    """`relay-mac --json < /dev/null` is how a script listens without typing."""
+    args = [console_script("relay-mac"), "--json", "--url", relay.url]
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["event"] == "connecting"
+        assert json.loads(process.stdout.readline())["event"] == "registered"
+        relay.push(protocol.frame("p1111111", "still listening"))
+        assert json.loads(process.stdout.readline()) == {
+            "event": "frame",
+            "from": "p1111111",
+            "data": "still listening",
+        }
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def test_ctrl_d_at_a_terminal_quits(relay: ScriptedRelay) -> None:
+    controller, terminal = pty.openpty()
+    args = [console_script("relay-mac"), "--json", "--url", relay.url]
+    process = subprocess.Popen(args, stdin=terminal, stdout=subprocess.PIPE, text=True)
+    os.close(terminal)
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["event"] == "connecting"
+        assert json.loads(process.stdout.readline())["event"] == "registered"
+        os.write(controller, b"\x04")  # Ctrl-D: end of input at a terminal
+        assert json.loads(process.stdout.readline()) == {"event": "stopped", "reason": "end of input"}
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        os.close(controller)
+    relay.wait_until(lambda: 0 in relay.close_codes)
+    assert relay.close_codes[0] == 1000
