@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         if args.json:
             with contextlib.suppress(BrokenPipeError):
-                sink(events.error("startup_failed", str(exc)))
+                sink(events.error(events.LOCAL_STARTUP_FAILED, str(exc)))
         print(f"relay-mac: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

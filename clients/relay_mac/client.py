@@ -224,14 +224,16 @@ class MacClient:
             attempt += 1
             self._sink(events.connecting(self.settings.url, attempt))
             try:
-                connection = await self._open_session()
+                connection = await self._open_session_unless_stopped()
             except _AttemptFailed as failure:
                 if self.sessions == 0:
                     raise StartupError(str(failure)) from None
-                self._sink(events.error("connect_failed", str(failure)))
+                self._sink(events.error(events.LOCAL_CONNECT_FAILED, str(failure)))
                 if not await self._wait_before_reconnect():
                     return
                 continue
+            if connection is None:
+                return
             self._backoff.reset()
             attempt = 0
             close_code, close_reason = await self._serve(connection)
@@ -254,6 +256,22 @@ class MacClient:
             await asyncio.wait_for(self._stop.wait(), timeout=delay)
         return not self._stop.is_set()
 
+    async def _open_session_unless_stopped(self) -> ClientConnection | None:
+        """Open and register, or None if the client is stopped first.
+
+        A stop (Ctrl-C, SIGTERM) must not wait for a slow relay's open timeout.
+        """
+        opening = asyncio.create_task(self._open_session(), name="relay-mac open")
+        stopping = asyncio.create_task(self._stop.wait(), name="relay-mac stop")
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, _AttemptFailed):
+                await opening
+            return None
+        return opening.result()
+
     async def _open_session(self) -> ClientConnection:
         url = self.settings.url
         timeout = self.settings.open_timeout_seconds
@@ -273,7 +291,7 @@ class MacClient:
             raise _AttemptFailed(
                 f"the relay at {url} closed the connection before registering ({_close_text(closed)})"
             ) from None
-        except _AttemptFailed:
+        except (_AttemptFailed, asyncio.CancelledError):
             await connection.close()
             raise
         self._connection = connection

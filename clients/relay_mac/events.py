@@ -16,6 +16,8 @@ LOCAL_NO_BROWSERS = "no_browsers"
 LOCAL_USAGE = "usage"
 LOCAL_TOO_LARGE = "payload_too_large"
 LOCAL_BAD_MESSAGE = "bad_message"
+LOCAL_CONNECT_FAILED = "connect_failed"  # a reconnect attempt failed
+LOCAL_STARTUP_FAILED = "startup_failed"  # the first connection failed: the client exits
 
 
 def connecting(url: str, attempt: int) -> Event:

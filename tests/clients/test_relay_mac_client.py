@@ -448,3 +448,15 @@ def test_bad_commands_are_explained_and_nothing_is_sent(relay: ScriptedRelay) ->
     assert [r.message for r in relay.received if r.message["action"] not in ("register", "ping")] == [
         {"action": "send", "data": "/slash is literal"}
     ]
+
+
+def test_stopping_does_not_wait_for_a_relay_that_never_answers() -> None:
+    with ScriptedRelay(RelayScript(register_reply="silent")) as relay:
+        # The register timeout is far longer than the test's 10 s bound on run().
+        settings = settings_for(relay, register_timeout_seconds=3600)
+
+        async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+            await asyncio.to_thread(relay.wait_until, lambda: len(relay.messages("register")) == 1)
+
+        recorder = run_scenario(settings, scenario)
+    assert recorder.kinds() == ["connecting", "stopped"]
