@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -24,47 +21,12 @@ from relay import protocol
 from tests.clients.conftest import ROOT
 from tests.clients.page_source import page_protocol, ui_message
 from tests.clients.processes import RunningProcess, console_script, free_port
+from tests.clients.relay_local_process import RelayLocal, start_relay_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-READY = re.compile(r"^relay-local ready (?P<ws>ws://\S+) (?P<http>http://\S+)$")
 ARTIFACTS = ROOT / "test-artifacts"
-RELAY_START_SECONDS = 120.0
 SCREENSHOT = ROOT / "docs" / "screenshot-paired.png"
-
-
-@dataclass
-class RelayLocal:
-    process: RunningProcess
-    ws_url: str
-    http_url: str
-
-    def stop(self) -> int:
-        return self.process.terminate()
-
-
-def start_relay_local(ws_port: int = 0, http_port: int = 0) -> RelayLocal:
-    args = [
-        console_script("relay-local"),
-        "--ws-port",
-        str(ws_port),
-        "--http-port",
-        str(http_port),
-        "--log-level",
-        "WARNING",
-    ]
-    process = RunningProcess(args, merge_stderr=True, cwd=ROOT)
-    try:
-        # Generous: it starts a DynamoDB and a worker per function, on a possibly busy machine.
-        line = process.wait_for_line(
-            lambda text: READY.match(text) is not None, "its ready line", timeout=RELAY_START_SECONDS
-        )
-    except AssertionError:
-        process.terminate()
-        raise
-    match = READY.match(line)
-    assert match
-    return RelayLocal(process, match["ws"], match["http"])
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +55,6 @@ def wrong_code(code: str) -> str:
     """A well-formed code that is not `code`."""
     alphabet = protocol.CODE_ALPHABET
     return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
-
-
-def active_sessions(relay: RelayLocal) -> int:
-    with urllib.request.urlopen(f"{relay.http_url}/debug/sessions", timeout=10) as response:
-        text = response.read().decode()
-    return int(text.rsplit(":", 1)[1])
 
 
 def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(relay_local: RelayLocal, browser_page: Page) -> None:
@@ -227,7 +183,7 @@ def test_relay_restart_loses_the_page_and_gives_the_mac_a_new_session(browser_pa
             open_page(browser_page, relay)
             browser_page.locator("#code").press_sequentially(first)
             expect(browser_page.locator("#status")).to_have_attribute("data-state", "paired")
-            assert active_sessions(relay) == 1
+            assert relay.active_sessions() == 1
 
             relay.stop()
             expect(browser_page.locator("#alert")).to_have_text(ui_message("connectionLost"))
@@ -237,7 +193,7 @@ def test_relay_restart_loses_the_page_and_gives_the_mac_a_new_session(browser_pa
 
             relay = start_relay_local(ws_port, http_port)
             second = mac.wait_for_event("registered", session=2, new_session=True)["code"]
-            assert active_sessions(relay) == 1
+            assert relay.active_sessions() == 1
             browser_page.locator("#code").fill("")
             browser_page.locator("#code").press_sequentially(second)
             expect(browser_page.locator("#status")).to_have_attribute("data-state", "paired")
