@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from relay.observability import logger, metrics, tracer
+from relay.observability import logger, metrics
 from relay.origins import origin_allowed, parse_allowed_origins
 
 ALLOWED_ORIGINS = parse_allowed_origins(os.environ.get("ALLOWED_ORIGINS", "*"))
@@ -16,7 +16,6 @@ ALLOWED_ORIGINS = parse_allowed_origins(os.environ.get("ALLOWED_ORIGINS", "*"))
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 @event_source(data_class=APIGatewayWebSocketEvent)
 def lambda_handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(connection_id=event.request_context.connection_id)

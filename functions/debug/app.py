@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from relay.observability import logger, metrics, tracer
+from relay.observability import logger, metrics
 from relay.websocket_route import session_store
 
 TEXT = {"content-type": "text/plain; charset=utf-8"}
@@ -12,7 +12,6 @@ TEXT = {"content-type": "text/plain; charset=utf-8"}
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 @event_source(data_class=APIGatewayProxyEventV2)
 def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dict[str, Any]:
     try:

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
     DynamoDBRecordEventName,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from relay.observability import logger, metrics, tracer
+from relay.observability import logger, metrics
 from relay.session_store import expired_session_from_stream
 from relay.websocket_route import relay_for_configured_endpoint
 
@@ -32,6 +32,5 @@ def expire(record: DynamoDBRecord) -> None:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=expire, processor=processor, context=context)

@@ -4,14 +4,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from relay.observability import logger, metrics, tracer
+from relay.observability import logger, metrics
 from relay.protocol import KickRequest
 from relay.websocket_route import answer_client_message
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 @event_source(data_class=APIGatewayWebSocketEvent)
 def lambda_handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str, Any]:
     return answer_client_message(

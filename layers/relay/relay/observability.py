@@ -1,20 +1,25 @@
-"""Logger, Metrics and Tracer shared by every function (Powertools for AWS Lambda).
+"""Logger and Metrics shared by every function (Powertools for AWS Lambda).
 
 Service name and metrics namespace come from POWERTOOLS_SERVICE_NAME and
 POWERTOOLS_METRICS_NAMESPACE in the template. Logs carry the connection id, never a
 full session code (see protocol.redact_code) and never a frame's data.
+
+No Powertools Tracer: it imports aws-xray-sdk (and patches botocore) in every cold
+start, even with tracing disabled, which alone put the functions well past their
+cold-start budget (docs/PERFORMANCE.md). The template's `Tracing: Active` still gives
+each invocation its X-Ray segment (initialisation, invocation, overhead) without any
+SDK in the function.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
 
 
 class Metric(StrEnum):
