@@ -1,0 +1,152 @@
+"""What the bench scripts share: the template's functions and environment, stats, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TABLE_NAME = "relay-sessions-bench"
+REGION = "us-east-1"
+
+# What Lambda puts in every function's environment (apart from its own variables), with
+# dummy credentials: nothing here reaches AWS.
+LAMBDA_ENVIRONMENT = {
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_SESSION_TOKEN": "bench",
+    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    "LAMBDA_TASK_ROOT": "/var/task",
+}
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str  # the folder under functions/, e.g. "send"
+    code_uri: Path
+    handler: str  # "app.lambda_handler"
+    environment: dict[str, str]
+    memory_mb: int
+
+
+def load_template(root: Path = ROOT) -> dict[str, Any]:
+    return yaml_parse((root / "template.yaml").read_text())  # type: ignore[no-any-return]
+
+
+def _resolve(value: Any, parameters: dict[str, Any]) -> str:
+    """A template value as the function would see it: Refs to parameters take their default."""
+    if isinstance(value, dict) and "Ref" in value:
+        name = value["Ref"]
+        if name in parameters:
+            return str(parameters[name].get("Default", ""))
+        return TABLE_NAME if "Table" in name else name
+    if isinstance(value, dict):
+        return "bench-" + "-".join(str(v) for v in value.values())
+    return str(value)
+
+
+def functions(root: Path = ROOT) -> list[Function]:
+    """Every folder of functions/, with its environment and memory from the template.
+
+    A folder the template does not (yet) declare gets the Globals environment.
+    """
+    template = load_template(root)
+    parameters = template.get("Parameters", {})
+    global_function = template.get("Globals", {}).get("Function", {})
+    global_environment = global_function.get("Environment", {}).get("Variables", {})
+    declared: dict[str, dict[str, Any]] = {}
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            properties = resource["Properties"]
+            declared[Path(properties["CodeUri"]).name] = properties
+    found = []
+    for folder in sorted((root / "functions").iterdir()):
+        if not (folder / "app.py").exists():
+            continue
+        properties = declared.get(folder.name, {})
+        variables = {**global_environment, **properties.get("Environment", {}).get("Variables", {})}
+        found.append(
+            Function(
+                name=folder.name,
+                code_uri=folder,
+                handler=properties.get("Handler", "app.lambda_handler"),
+                environment={k: _resolve(v, parameters) for k, v in variables.items()},
+                memory_mb=int(properties.get("MemorySize", global_function.get("MemorySize", 128))),
+            )
+        )
+    return found
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (no interpolation): a value that was actually observed."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return float(ordered[rank - 1])
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures come from, for the results file and the document."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
+    revision = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1m": round(load[0], 2),
+        "git_revision": revision,
+    }
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
+    return path
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: Any = sys.stdout) -> None:
+    """A Markdown table, so that the output can be pasted into docs/PERFORMANCE.md as is."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
+
+    print(line(cells[0]), file=out)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|", file=out)
+    for row in cells[1:]:
+        print(line(row), file=out)
+    out.flush()

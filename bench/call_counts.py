@@ -1,0 +1,324 @@
+"""Calls per operation: DynamoDB request units and Management API posts, at two table sizes.
+
+The real handlers run behind the test harness's simulated API Gateway
+(tests/relay_harness.py) over moto's DynamoDB, in-process. Before each run the table
+gets N idle sessions shaped exactly like the session store's (session, mac-client
+connection, one browser and its connection, and the counter), written with
+moto's backend (and checked through the API). Every DynamoDB call the handlers make
+is counted and priced in request units from the sizes of the items it touched
+(bench/capacity.py: moto's own ConsumedCapacity is a constant); every
+PostToConnection is counted by the harness.
+
+    .venv/bin/python bench/call_counts.py [--sizes 10 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from benchlib import REGION, ROOT, TABLE_NAME, print_table, write_results
+from capacity import UnitRecorder, Usage
+
+sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "relay")]
+
+import boto3  # noqa: E402
+from moto import mock_aws  # noqa: E402
+from moto.core.models import DEFAULT_ACCOUNT_ID  # noqa: E402
+from moto.dynamodb.models import dynamodb_backends  # noqa: E402
+from relay import protocol  # noqa: E402
+from relay.session_store import CONN, COUNT, META, PEER_PREFIX  # noqa: E402
+
+from tests.conftest import create_sessions_table, reset_relay_caches  # noqa: E402
+from tests.relay_harness import Gateway  # noqa: E402
+
+ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "TABLE_NAME": TABLE_NAME,
+    "POWERTOOLS_SERVICE_NAME": "pairing-relay",
+    "POWERTOOLS_METRICS_NAMESPACE": "PairingRelay",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+BROADCAST_BROWSERS = protocol.DEFAULT_MAX_BROWSERS
+
+
+def text(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def number(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def idle_session_items(n: int, expires_at: int) -> list[dict[str, Any]]:
+    """Session n as the store writes it: #META, the mac's and the browser's connection, the peer."""
+    alphabet = protocol.CODE_ALPHABET
+    # Codes spelled from n in the code alphabet: distinct, and well formed.
+    digits = []
+    value = n
+    for _ in range(protocol.CODE_LENGTH):
+        value, digit = divmod(value, len(alphabet))
+        digits.append(alphabet[digit])
+    code = "".join(digits)
+    mac, browser, peer = f"idle-mac-{n}=", f"idle-browser-{n}=", f"p{n:08x}"
+    return [
+        {
+            "pk": text(f"S#{code}"),
+            "sk": text(META),
+            "mac_connection_id": text(mac),
+            "client_id": text(f"idle-{n}"),
+            "browser_count": number(1),
+            "approve": {"BOOL": False},
+            "created_at": number(expires_at - 7800),
+            "expires_at": number(expires_at),
+        },
+        {
+            "pk": text(f"C#{mac}"),
+            "sk": text(CONN),
+            "role": text("mac"),
+            "code": text(code),
+            "expires_at": number(expires_at),
+        },
+        {
+            "pk": text(f"S#{code}"),
+            "sk": text(PEER_PREFIX + peer),
+            "connection_id": text(browser),
+            "admitted": {"BOOL": True},
+            "expires_at": number(expires_at),
+        },
+        {
+            "pk": text(f"C#{browser}"),
+            "sk": text(CONN),
+            "role": text("browser"),
+            "code": text(code),
+            "peer": text(peer),
+            "mac_connection_id": text(mac),
+            "admitted": {"BOOL": True},
+            "expires_at": number(expires_at),
+        },
+    ]
+
+
+def populate(client: Any, sessions: int) -> None:
+    """Write the idle sessions straight into moto's table, then check through the API.
+
+    Through BatchWriteItem, 400,000 items take 16,000 serialised calls (minutes); moto's
+    backend takes them in seconds, and the table is the same table either way.
+    """
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(TABLE_NAME)
+    expires_at = int(time.time()) + 7800
+    for n in range(sessions):
+        for item in idle_session_items(n, expires_at):
+            table.put_item(item, overwrite=True)
+    client.update_item(
+        TableName=TABLE_NAME,
+        Key={"pk": {"S": "COUNTER#0"}, "sk": {"S": COUNT}},
+        UpdateExpression="ADD sessions :n",
+        ExpressionAttributeValues={":n": {"N": str(sessions)}},
+    )
+    last = idle_session_items(sessions - 1, expires_at)[0]
+    found = client.get_item(TableName=TABLE_NAME, Key={"pk": last["pk"], "sk": last["sk"]}).get("Item")
+    assert found == last, "the populated sessions are not visible through the API"
+
+
+@contextmanager
+def relay_over_moto(sessions: int) -> Iterator[tuple[Gateway, UnitRecorder, float]]:
+    """The handlers behind the harness, over a moto table holding `sessions` idle sessions."""
+    saved = dict(os.environ)
+    os.environ.update(ENVIRONMENT)
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+        del os.environ[name]
+    try:
+        with mock_aws():
+            uncounted = boto3.session.Session(region_name=REGION).client("dynamodb")
+            create_sessions_table(uncounted, TABLE_NAME)
+            started = time.perf_counter()
+            populate(uncounted, sessions)
+            populate_seconds = time.perf_counter() - started
+
+            def peek(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+                found: dict[str, Any] | None = uncounted.get_item(TableName=table, Key=key, ConsistentRead=True).get(
+                    "Item"
+                )
+                return found
+
+            reset_relay_caches()
+            boto3.setup_default_session(region_name=REGION)
+            gateway = Gateway()
+            gateway.observe(boto3.DEFAULT_SESSION.events)
+            recorder = UnitRecorder(peek)
+            recorder.observe(boto3.DEFAULT_SESSION.events)
+            yield gateway, recorder, populate_seconds
+            reset_relay_caches()
+            boto3.DEFAULT_SESSION = None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def operations(gateway: Gateway) -> list[tuple[str | None, int, Callable[[], object]]]:
+    """(name, API Gateway messages in from clients, step): one session's life, step by step.
+
+    Steps without a name set the scene and are not reported.
+    """
+    state: dict[str, Any] = {}
+
+    def connect() -> None:
+        state["mac"] = gateway.connect()
+
+    def register() -> None:
+        (reply,) = gateway.message(state["mac"], {"action": "register", "client_id": "bench-mac"})
+        state["code"] = reply["code"]
+        state["browser"] = gateway.connect()
+
+    def auth() -> None:
+        (reply,) = gateway.message(state["browser"], {"action": "auth", "code": state["code"]})
+        assert reply["type"] == "authenticated", reply
+        state["peer"] = reply["peer"]
+
+    def more_browsers() -> None:
+        state["others"] = [gateway.join(state["code"])[0] for _ in range(BROADCAST_BROWSERS - 1)]
+
+    def failed_auth() -> None:
+        stranger = gateway.connect()
+        wrong = "".join(random.choice(protocol.CODE_ALPHABET) for _ in range(protocol.CODE_LENGTH))
+        (reply,) = gateway.message(stranger, {"action": "auth", "code": wrong})
+        assert reply["error"] == "invalid_code", reply
+
+    def browser_to_mac() -> None:
+        assert gateway.message(state["browser"], {"action": "send", "data": {"n": 1}}) == []
+
+    def mac_to_one() -> None:
+        assert gateway.message(state["mac"], {"action": "send", "to": state["peer"], "data": {"n": 2}}) == []
+
+    def mac_broadcast() -> None:
+        assert gateway.message(state["mac"], {"action": "send", "data": {"n": 3}}) == []
+
+    def ping() -> None:
+        assert gateway.message(state["browser"], {"action": "ping"}) == [protocol.pong()]
+
+    def debug_count() -> None:
+        assert gateway.debug_sessions()["statusCode"] == 200
+
+    def browser_disconnect() -> None:
+        gateway.disconnect(state["others"].pop())
+
+    def mac_disconnect() -> None:
+        gateway.disconnect(state["mac"])
+
+    return [
+        ("$connect", 0, connect),
+        ("register", 1, register),
+        ("auth", 1, auth),
+        (None, 0, more_browsers),
+        ("failed auth", 1, failed_auth),
+        ("send browser -> mac", 1, browser_to_mac),
+        ("send mac -> one browser", 1, mac_to_one),
+        (f"send mac -> all ({BROADCAST_BROWSERS} browsers)", 1, mac_broadcast),
+        ("ping", 1, ping),
+        ("GET /debug/sessions", 0, debug_count),
+        ("browser $disconnect", 0, browser_disconnect),
+        (f"mac $disconnect ({BROADCAST_BROWSERS - 1} browsers)", 0, mac_disconnect),
+    ]
+
+
+def measure(sessions: int) -> tuple[dict[str, dict[str, Any]], float]:
+    # The handlers print their metrics (CloudWatch EMF) to stdout, which is our table's.
+    with (
+        relay_over_moto(sessions) as (gateway, recorder, populate_seconds),
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+    ):
+        figures: dict[str, dict[str, Any]] = {}
+        for name, messages_in, step in operations(gateway):
+            if name is None:
+                step()
+                continue
+            posts_before = gateway.post_calls
+            usage: Usage = recorder.during(step)
+            posts = gateway.post_calls - posts_before
+            figures[name] = {
+                **usage.as_dict(),
+                "posts": posts,
+                "api_gateway_messages": messages_in + posts,
+                "lambda_invocations": 1,
+            }
+        return figures, populate_seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs=2, default=[10, 100_000], metavar=("SMALL", "LARGE"))
+    arguments = parser.parse_args(argv)
+    small, large = arguments.sizes
+    by_size: dict[int, dict[str, dict[str, Any]]] = {}
+    populate_seconds: dict[int, float] = {}
+    for size in (small, large):
+        by_size[size], populate_seconds[size] = measure(size)
+        print(f"  {size:>7} existing sessions: populated in {populate_seconds[size]:.1f} s", file=sys.stderr)
+
+    rows = []
+    identical = True
+    for name, few in by_size[small].items():
+        many = by_size[large][name]
+        same = few == many
+        identical &= same
+        calls = ", ".join(f"{count} {op}" for op, count in few["calls"].items()) or "-"
+        rows.append(
+            [
+                name,
+                calls,
+                f"{few['read_units']:g}",
+                f"{few['write_units']:g}",
+                few["posts"],
+                few["api_gateway_messages"],
+                f"{many['read_units']:g} / {many['write_units']:g} / {many['posts']}",
+                "yes" if same else "NO",
+            ]
+        )
+    print(f"Calls per operation with {small} and with {large:,} existing sessions")
+    print_table(
+        [
+            "operation",
+            f"DynamoDB calls ({small})",
+            "read units",
+            "write units",
+            "posts",
+            "API GW messages",
+            f"RRU / WRU / posts at {large:,}",
+            "identical",
+        ],
+        rows,
+    )
+    browser_send = by_size[large]["send browser -> mac"]
+    target = browser_send["read_units"] == 1 and browser_send["write_units"] == 0 and browser_send["posts"] == 1
+    print(
+        f"identical at both sizes: {'yes' if identical else 'NO'}; browser -> mac at 1 read unit and 1 post: "
+        f"{'yes' if target else 'NO'}"
+    )
+    path = write_results(
+        "call_counts",
+        {
+            "sizes": [small, large],
+            "identical": identical,
+            "browser_to_mac_target_met": target,
+            "populate_seconds": populate_seconds,
+            "figures": {str(size): figures for size, figures in by_size.items()},
+        },
+    )
+    print(f"results: {path.relative_to(ROOT)}")
+    return 0 if identical and target else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
