@@ -17,7 +17,7 @@ import boto3
 import pytest
 import requests
 from relay import protocol, session_codes
-from relay_local.embedded_dynamodb import EmbeddedDynamoDB
+from relay_local.dynamodb import EmbeddedDynamoDb
 
 from tests.conftest import REGION, create_sessions_table, reset_relay_caches
 from tests.relay_harness import Gateway
@@ -28,9 +28,10 @@ THREADS = 16
 
 @pytest.fixture
 def moto_server(aws_environment: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = EmbeddedDynamoDB()
-    server.start()
-    endpoint = server.endpoint_url
+    # relay-local's embedded DynamoDB: moto's server mode with each request atomic, as
+    # DynamoDB's are (moto alone lets concurrent transactions interleave).
+    server = EmbeddedDynamoDb()
+    endpoint = server.start()
     # moto keeps its state in process-wide backends: start from an empty account.
     requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
@@ -69,9 +70,7 @@ def shrunk_code_space(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return drawn
 
 
-def test_concurrent_registrations_never_share_a_code(
-    server_gateway: Gateway, shrunk_code_space: list[str]
-) -> None:
+def test_concurrent_registrations_never_share_a_code(server_gateway: Gateway, shrunk_code_space: list[str]) -> None:
     registrations = 48  # three quarters of the 64-code space
     connections = [server_gateway.new_connection_id() for _ in range(registrations)]
     barrier = threading.Barrier(THREADS)
@@ -106,9 +105,7 @@ def test_a_full_code_space_fails_cleanly(server_gateway: Gateway, monkeypatch: p
     assert joined["type"] == "authenticated"
 
 
-def test_concurrent_auths_never_overfill_a_session(
-    server_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_concurrent_auths_never_overfill_a_session(server_gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_BROWSERS", "3")
     mac, code = server_gateway.register()
     browsers = [server_gateway.connect() for _ in range(12)]
@@ -165,9 +162,7 @@ def test_counter_updates_spread_over_the_shards(server_gateway: Gateway, moto_se
     for _ in range(40):
         server_gateway.register()
     client = boto3.client("dynamodb", region_name=REGION, endpoint_url=moto_server)
-    keys = [
-        {"pk": {"S": f"COUNTER#{n}"}, "sk": {"S": "#COUNT"}} for n in range(protocol.DEFAULT_COUNTER_SHARDS)
-    ]
+    keys = [{"pk": {"S": f"COUNTER#{n}"}, "sk": {"S": "#COUNT"}} for n in range(protocol.DEFAULT_COUNTER_SHARDS)]
     items = client.batch_get_item(RequestItems={"relay-sessions-test": {"Keys": keys}})["Responses"]
     per_shard = [int(item["sessions"]["N"]) for item in items["relay-sessions-test"]]
     assert sum(per_shard) == 40
