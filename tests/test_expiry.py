@@ -33,7 +33,7 @@ from tests.test_invariants import (
 )
 
 Message = dict[str, Any]
-NO_FAILURES = {"batchItemFailures": []}
+NO_FAILURES: dict[str, list[Any]] = {"batchItemFailures": []}
 
 
 @pytest.fixture
