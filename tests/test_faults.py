@@ -48,7 +48,7 @@ Message = dict[str, Any]
 
 def total_attempts(config: Config) -> int:
     """Attempts per call, the first one included, that a client with this config makes."""
-    retries: dict[str, Any] = config.retries  # type: ignore[assignment]
+    retries: dict[str, Any] = config.retries
     # botocore turns `max_attempts` (retries) into `total_max_attempts` when it builds a
     # client, in the shared Config object itself.
     if "total_max_attempts" in retries:
