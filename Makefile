@@ -30,7 +30,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 # Build the SAM application into .aws-sam/build with aws-sam-cli from its own
 # virtualenv (.venv-sam, created on first use); needs python3.13 (pyenv 3.13.0).
