@@ -3,8 +3,8 @@
     cold_start_child.py function <code-uri> <layer-dir> <module>   the function's init
     cold_start_child.py floor <service>...                          boto3 + those clients only
 
-With --list-modules the report also names every module loaded (for the import-graph
-regression test, tests/test_import_budget.py).
+With --list-modules the report also names every module loaded, and with --import-only
+a function's clients are not created (both for tests/test_import_budget.py).
 
 "function" imports the handler module from its CodeUri with the layer behind it on
 sys.path (as Lambda puts /var/task before /opt/python), then creates the AWS clients
@@ -66,7 +66,7 @@ def main() -> None:
         code_uri, layer, module_name = sys.argv[2:5]
         sys.path[:0] = [code_uri, layer]
         module = importlib.import_module(module_name)
-        factory = first_invocation_clients(module)
+        factory = "none" if "--import-only" in sys.argv else first_invocation_clients(module)
     else:
         import boto3  # noqa: PLC0415
 

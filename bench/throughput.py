@@ -26,10 +26,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import websockets
 from benchlib import ROOT, percentile, print_table, write_results
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
 
     relay = RelayLocal()
-    results: dict[str, Any] = {"seconds": arguments.seconds, "websockets": websockets.__version__, "runs": {}}
+    results: dict[str, Any] = {"seconds": arguments.seconds, "websockets": version("websockets"), "runs": {}}
     try:
         relay.wait_ready()
         for pairs in arguments.pairs:
