@@ -37,3 +37,13 @@ clean:
 .PHONY: sam-build
 sam-build:
 	scripts/sam-build .aws-sam/build
+
+# The figures of docs/PERFORMANCE.md: cold starts, calls per operation at 10 and 100,000
+# sessions, send handler time, throughput through relay-local (about 5 minutes on 2
+# cores; tables on stdout, JSON in bench/results/).
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/call_counts.py
+	$(BIN)/python bench/handler_time.py
+	$(BIN)/python bench/throughput.py
