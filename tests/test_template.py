@@ -226,9 +226,7 @@ def cfn() -> dict[str, Any]:
 
 def resources_of_type(cfn: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {
-        logical_id: resource
-        for logical_id, resource in cfn["Resources"].items()
-        if resource["Type"] == resource_type
+        logical_id: resource for logical_id, resource in cfn["Resources"].items() if resource["Type"] == resource_type
     }
 
 
@@ -236,11 +234,7 @@ def role_statements(cfn: dict[str, Any], function: str) -> list[dict[str, Any]]:
     role_arn = cfn["Resources"][function]["Properties"]["Role"]
     assert role_arn == {"Fn::GetAtt": [f"{function}Role", "Arn"]}, f"{function} must use its own role"
     role = cfn["Resources"][f"{function}Role"]["Properties"]
-    return [
-        statement
-        for policy in role.get("Policies", [])
-        for statement in policy["PolicyDocument"]["Statement"]
-    ]
+    return [statement for policy in role.get("Policies", []) for statement in policy["PolicyDocument"]["Statement"]]
 
 
 def as_list(value: Any) -> list[Any]:
@@ -388,9 +382,7 @@ def dynamodb_grants(cfn: dict[str, Any], function: str) -> set[str]:
 
 
 @pytest.mark.parametrize("function", list(FUNCTION_DIRS))
-def test_function_role_grants_exactly_its_dynamodb_actions_on_the_table(
-    cfn: dict[str, Any], function: str
-) -> None:
+def test_function_role_grants_exactly_its_dynamodb_actions_on_the_table(cfn: dict[str, Any], function: str) -> None:
     assert dynamodb_grants(cfn, function) == DYNAMODB_ACTIONS[function]
 
 
@@ -443,9 +435,7 @@ def test_iam_checks_notice_a_wildcard_resource(sam: dict[str, Any]) -> None:
 # ---- functions, layer, logs --------------------------------------------------------
 
 
-def test_functions_run_python313_on_arm64_from_their_folders(
-    sam: dict[str, Any], cfn: dict[str, Any]
-) -> None:
+def test_functions_run_python313_on_arm64_from_their_folders(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
     functions = resources_of_type(cfn, "AWS::Lambda::Function")
     assert set(functions) == set(FUNCTION_DIRS)
     for name, function in functions.items():
@@ -550,12 +540,8 @@ def test_each_function_logs_to_its_own_group_with_the_retention_parameter(
 def test_outputs(sam: dict[str, Any]) -> None:
     outputs = {name: output["Value"] for name, output in sam["Outputs"].items()}
     assert outputs == {
-        "WebSocketUrl": {
-            "Fn::Sub": "wss://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
-        },
-        "DebugUrl": {
-            "Fn::Sub": "https://${DebugHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/debug/sessions"
-        },
+        "WebSocketUrl": {"Fn::Sub": "wss://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"},
+        "DebugUrl": {"Fn::Sub": "https://${DebugHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/debug/sessions"},
         "AuthFailureAlarmName": {"Ref": "AuthFailureAlarm"},
         "TableName": {"Ref": "SessionsTable"},
         "ManagementApiEndpoint": {
