@@ -15,19 +15,22 @@ import threading
 import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import botocore.awsrequest
 import pytest
+import requests
 from botocore.config import Config
 from botocore.retries.standard import ExponentialBackoff
 from moto.core.botocore_stubber import MockRawResponse
 from relay import management_api, protocol
 from relay.protocol import ErrorCode, MessageType
+from relay_local.dynamodb import EmbeddedDynamoDb
 
-from tests.conftest import TABLE_NAME
+from tests.conftest import REGION, TABLE_NAME, create_sessions_table, reset_relay_caches
 from tests.relay_harness import Gateway
 from tests.test_invariants import (
     MANAGEMENT_ENDPOINT,
@@ -883,3 +886,57 @@ def test_the_interleaving_hook_runs_the_mac_disconnect_where_asked(gateway: Gate
     auth(gateway, browser, pairing.code)
 
     assert order == ["auth reads", "mac leaves"]
+
+
+# ---- duplicate $disconnects at the same moment (moto server mode: atomic requests) ----
+
+
+@pytest.fixture
+def server_gateway(aws_environment: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, Any]]:
+    """The real handlers over moto in server mode (relay-local's embedded DynamoDB, one
+    request at a time as DynamoDB is atomic per request), so threads really race."""
+    server = EmbeddedDynamoDb()
+    endpoint = server.start()
+    try:
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", endpoint)
+        dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint)
+        create_sessions_table(dynamodb)
+        reset_relay_caches()
+        boto3.setup_default_session(region_name=REGION)
+        gateway = Gateway()
+        gateway.observe(boto3.DEFAULT_SESSION.events)
+        yield gateway, dynamodb
+    finally:
+        reset_relay_caches()
+        boto3.DEFAULT_SESSION = None
+        server.stop()
+
+
+def test_duplicate_disconnects_arriving_together_count_once(server_gateway: tuple[Gateway, Any]) -> None:
+    gateway, dynamodb = server_gateway
+    staying_mac, staying_code = gateway.register("mac-staying")
+    gateway.join(staying_code)
+    for round_ in range(3):
+        mac, code = gateway.register(f"mac-{round_}")
+        browsers = [gateway.join(code) for _ in range(3)]
+        leaving_browser, _ = browsers[0]
+        # Each of the mac's and one browser's $disconnect arrives twice, all four at once.
+        duplicates = [mac, mac, leaving_browser, leaving_browser]
+        start = threading.Barrier(len(duplicates))
+
+        def disconnect(connection_id: str, start: threading.Barrier = start) -> None:
+            start.wait()
+            gateway.disconnect(connection_id)
+
+        with ThreadPoolExecutor(max_workers=len(duplicates)) as pool:
+            list(pool.map(disconnect, duplicates))
+
+        assert debug_count(gateway) == 1
+        for browser, _ in browsers[1:]:
+            assert of_type(gateway.sent[browser], MessageType.SESSION_CLOSED) == [protocol.session_closed()]
+        assert not any(is_bound(dynamodb, b) for b, _ in browsers)
+        assert of_type(gateway.sent[staying_mac], MessageType.PEER_LEFT) == []
+    assert_invariants(gateway, dynamodb)
+    assert browser_count(dynamodb, staying_code) == 1
