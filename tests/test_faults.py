@@ -583,6 +583,21 @@ def test_auth_whose_peer_joined_cannot_reach_the_mac_gets_one_reply_and_a_consis
     assert_invariants(gateway, dynamodb)
 
 
+def test_auth_whose_final_check_is_throttled_gets_one_reply(gateway: Gateway, faults: Faults, dynamodb: Any) -> None:
+    """auth re-reads the browser's binding after answering it; if DynamoDB throttles that
+    read for good, the browser has already had its answer and must not get a second one."""
+    _, code = gateway.register()
+    browser = gateway.connect()
+    faults.throttle("GetItem", function="AuthFunction")
+
+    auth(gateway, browser, code)
+
+    replies = faults.delivered[browser]
+    assert len(replies) == 1, replies
+    assert replies[0]["type"] == MessageType.AUTHENTICATED
+    assert_invariants(gateway, dynamodb)
+
+
 @pytest.mark.parametrize(("status", "code"), MANAGEMENT_FAULTS)
 def test_a_registered_reply_that_cannot_be_posted_leaves_a_session_its_disconnect_ends(
     gateway: Gateway, faults: Faults, dynamodb: Any, status: int, code: str
