@@ -41,6 +41,7 @@ class RunningProcess:
         *,
         merge_stderr: bool = False,
         cwd: Path | None = None,
+        own_process_group: bool = False,
     ) -> None:
         self.args = list(args)
         self.process = subprocess.Popen(
@@ -53,7 +54,10 @@ class RunningProcess:
             errors="replace",
             env={**os.environ, **(env or {})},
             cwd=cwd,
+            # Its own group, so that `kill_group` can take its children down with it.
+            start_new_session=own_process_group,
         )
+        self._own_process_group = own_process_group
         self.lines: list[str] = []
         self._new_lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_lines: list[str] = []
@@ -106,6 +110,13 @@ class RunningProcess:
         """SIGTERM, then wait; the rest of stdout is collected into `lines`."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+        return self.finish()
+
+    def kill_group(self) -> int:
+        """SIGKILL the process and everything it started: a crash, with no goodbyes."""
+        assert self._own_process_group, "only for processes started with own_process_group=True"
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
         return self.finish()
 
     def finish(self) -> int:

@@ -22,6 +22,11 @@ class RelayLocal:
     def stop(self) -> int:
         return self.process.terminate()
 
+    def crash(self) -> None:
+        """Kill it and its workers at once: connections drop without a close frame, and
+        (unlike a graceful stop) it accepts nothing more while going."""
+        self.process.kill_group()
+
     def active_sessions(self) -> int:
         """What the debug function answers: `Active sessions: N`."""
         with urllib.request.urlopen(f"{self.http_url}/debug/sessions", timeout=30) as response:
@@ -40,7 +45,7 @@ def start_relay_local(ws_port: int = 0, http_port: int = 0) -> RelayLocal:
         "--log-level",
         "WARNING",
     ]
-    process = RunningProcess(args, merge_stderr=True, cwd=ROOT)
+    process = RunningProcess(args, merge_stderr=True, cwd=ROOT, own_process_group=True)
     try:
         # Generous: it starts a DynamoDB and a worker per function, on a possibly busy machine.
         line = process.wait_for_line(

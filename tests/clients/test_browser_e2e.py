@@ -174,7 +174,7 @@ def test_mac_sends_to_one_browser_with_at_peer(relay_local: RelayLocal, chromium
 
 
 @pytest.mark.slow
-def test_relay_restart_loses_the_page_and_gives_the_mac_a_new_session(browser_page: Page) -> None:
+def test_relay_crash_loses_the_page_and_gives_the_mac_a_new_session(browser_page: Page) -> None:
     ws_port, http_port = free_port(), free_port()
     relay = start_relay_local(ws_port, http_port)
     try:
@@ -185,13 +185,14 @@ def test_relay_restart_loses_the_page_and_gives_the_mac_a_new_session(browser_pa
             expect(browser_page.locator("#status")).to_have_attribute("data-state", "paired")
             assert relay.active_sessions() == 1
 
-            relay.stop()
+            relay.crash()
             expect(browser_page.locator("#alert")).to_have_text(ui_message("connectionLost"))
             expect(browser_page.locator("#status")).to_have_attribute("data-state", "lost")
             mac.wait_for_event("disconnected")
             mac.wait_for_event("reconnecting")
 
             relay = start_relay_local(ws_port, http_port)
+            # The crashed relay accepted nothing more, so session 2 is on the new one.
             second = mac.wait_for_event("registered", session=2, new_session=True)["code"]
             assert relay.active_sessions() == 1
             browser_page.locator("#code").fill("")
