@@ -438,21 +438,27 @@ def test_a_throttled_mac_disconnect_changes_nothing_and_a_later_cleanup_finishes
     assert state.peers == {}
 
 
-def test_a_mac_disconnect_throttled_after_the_session_ended_leaves_no_browser_in_it(
+def test_a_mac_disconnect_whose_browser_lookup_is_throttled_ends_all_or_nothing(
     gateway: Gateway, faults: Faults, dynamodb: Any
 ) -> None:
-    """Ending a session is a transaction, then a Query for its browsers: if that Query is
-    throttled for good, the browsers must still not stay bound to the dead session."""
+    """Ending a session reads its browsers (a Query) as well as writing: if that read is
+    throttled for good, the session ends whole or not at all, and the $disconnect's
+    retry finishes the job."""
     mac, code = gateway.register()
     browsers = [gateway.join(code)[0] for _ in range(2)]
     faults.throttle("Query", function="DisconnectFunction")
 
     gateway.disconnect(mac)
 
-    assert debug_count(gateway) == 0
+    assert faults.attempts_of("Query", "DisconnectFunction") >= dynamodb_attempts()
     assert_invariants(gateway, dynamodb)
+    faults.clear()
+    gateway.disconnect(mac)
+    assert debug_count(gateway) == 0
     for browser in browsers:
-        assert send(gateway, browser, "anyone?") in ([protocol.error(ErrorCode.NOT_BOUND)],)
+        assert not is_bound(dynamodb, browser)
+        assert of_type(gateway.sent[browser], MessageType.SESSION_CLOSED) == [protocol.session_closed()]
+    assert_invariants(gateway, dynamodb)
 
 
 def test_a_throttled_browser_disconnect_changes_nothing_and_its_retry_finishes_it(
