@@ -257,6 +257,13 @@ def invariant_violations(state: TableState, reported_count: int) -> list[str]:
         holder = browsers.get(text(seat, "connection_id") or "")
         if code not in state.sessions or holder is None or text(holder, "peer") != peer:
             problems.append(f"seat {peer} in {code} belongs to no bound browser")
+        seat_mac = text(seat, "mac_connection_id")  # where the seat names its session's mac-client
+        if (
+            seat_mac is not None
+            and code in state.sessions
+            and seat_mac != text(state.sessions[code], "mac_connection_id")
+        ):
+            problems.append(f"seat {peer} in {code} belongs to a former session with that code")
 
     seats = Counter(code for code, _ in state.peers)
     for code, session in state.sessions.items():
