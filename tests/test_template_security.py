@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from relay import protocol
+from relay_local import template as relay_local_template
 
 from tests.relay_harness import Gateway, load_template
 from tests.test_template import as_deployed, load_sam_template, resources_of_type, translate
@@ -338,3 +339,13 @@ def test_debug_endpoint_answers_one_number_and_nothing_else(gateway: Gateway) ->
     everything = json.dumps(response)
     for secret in (first_code, second_code, first_mac, second_mac, browser, peer):
         assert secret not in everything
+
+
+@pytest.mark.parametrize(
+    ("value", "routes"), [("public", ["GET /debug/sessions"]), ("iam", ["GET /debug/sessions"]), ("off", [])]
+)
+def test_relay_local_serves_the_debug_route_unless_it_is_off(value: str, routes: list[str]) -> None:
+    """relay-local reads the same Conditions: DebugEndpoint=off drops the function and its route."""
+    served = relay_local_template.load_template(REPO / "template.yaml", parameter_overrides={"DebugEndpoint": value})
+    assert [route.route_key for route in served.http_routes] == routes
+    assert ("DebugFunction" in served.functions) == bool(routes)
