@@ -6,12 +6,18 @@ streams, TTL) when they do not exist yet.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
+import threading
+import time
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from relay_local.template import Table
 
@@ -24,6 +30,7 @@ EMBEDDED_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
 }
 
+_IDEMPOTENCY_SECONDS = 10 * 60
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
 
 
@@ -31,25 +38,103 @@ class DynamoDbError(Exception):
     pass
 
 
+class _EmbeddedBackend:
+    """moto's WSGI app, made safe for concurrent clients and idempotent where DynamoDB is.
+
+    - moto's backends are not thread-safe: concurrent TransactWriteItems on one table
+      fail inside moto ("dictionary changed size during iteration"). Connections are
+      accepted concurrently (keep-alive clients never block each other); only the work
+      on the in-memory tables is serialised, which DynamoDB's item-level atomicity makes
+      indistinguishable for clients.
+    - DynamoDB makes TransactWriteItems idempotent through ClientRequestToken (which
+      the SDKs fill in and reuse on retries) for 10 minutes; moto does not. Without it,
+      an SDK retry after a slow first attempt would apply a transaction twice.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.transactions: dict[str, tuple[float, bytes, str, list[tuple[str, str]], bytes]] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        # The body is read before taking the lock: a client that is slow to send it
+        # (a descheduled or killed worker) must not stall every other client.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if environ.get("HTTP_X_AMZ_TARGET", "").endswith(".TransactWriteItems"):
+            return self._transaction(body, environ, start_response)
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+    def _transaction(self, body: bytes, environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            token = json.loads(body).get("ClientRequestToken")
+        except (ValueError, AttributeError):
+            token = None
+        fingerprint = hashlib.sha256(body).digest()
+        with self.lock:
+            now = time.monotonic()
+            self.transactions = {
+                key: entry for key, entry in self.transactions.items() if now - entry[0] < _IDEMPOTENCY_SECONDS
+            }
+            if token is not None and token in self.transactions:
+                _, seen_fingerprint, status, headers, answer = self.transactions[token]
+                if seen_fingerprint != fingerprint:
+                    error = json.dumps(
+                        {
+                            "__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                            "message": "ClientRequestToken was reused with different parameters",
+                        }
+                    ).encode()
+                    start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.0")])
+                    return [error]
+                start_response(status, headers)
+                return [answer]
+            captured: dict[str, Any] = {}
+
+            def capture(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+                captured["status"], captured["headers"] = status, headers
+                return start_response(status, headers, *args)
+
+            answer = b"".join(self.app(environ, capture))
+            if token is not None and str(captured.get("status", "")).startswith("200"):
+                self.transactions[token] = (now, fingerprint, captured["status"], captured["headers"], answer)
+            return [answer]
+
+
 class EmbeddedDynamoDb:
     """moto's DynamoDB in server mode, on a free loopback port, for as long as relay-local runs."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        from moto.server import ThreadedMotoServer  # noqa: PLC0415 - heavy; only when embedded
-
-        self._server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
-        # One access-log line per DynamoDB call would drown the invocation log.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.host = host
         self.endpoint = ""
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> str:
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        # The same pieces moto's ThreadedMotoServer is made of, plus the lock above.
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - heavy; only when embedded
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+
+        # One access-log line per DynamoDB call would drown the invocation log.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        app = _EmbeddedBackend(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self.host, 0, app, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._thread.start()
+        self.endpoint = f"http://{self.host}:{self._server.server_port}"
         return self.endpoint
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _create_table_request(table: Table) -> dict[str, Any]:

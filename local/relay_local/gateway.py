@@ -113,6 +113,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._fragments: list[bytes] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._messages: set[asyncio.Task[None]] = set()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._lifetime_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
@@ -192,7 +193,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._arm_idle_timer()
         task = asyncio.create_task(self._route_message(body))
         self._inflight.add(task)
+        self._messages.add(task)
         task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._messages.discard)
 
     def send_text(self, data: bytes) -> None:
         """Send a message, split into frames of at most 32 KB as API Gateway does."""
@@ -205,6 +208,11 @@ class WebSocketConnection(asyncio.Protocol):
     @property
     def is_open(self) -> bool:
         return self.opened and self.ws.state is State.OPEN and not self._finished
+
+    def abandon_messages(self) -> None:
+        """Stop the invocations of this connection's messages (relay-local is stopping)."""
+        for task in self._messages:
+            task.cancel()
 
     def close_by_server(self, code: int, reason: str) -> None:
         if self.ws.state is State.OPEN:
@@ -447,6 +455,7 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
+        self.stopping = False
 
     def track(self, task: asyncio.Task[Any]) -> None:
         self._background.add(task)
@@ -470,17 +479,23 @@ class Gateway:
         self._server = await loop.create_server(lambda: FrontDoor(self), sock=sock)
 
     async def close(self) -> None:
-        """Close every connection as API Gateway would (1001), and let their $disconnect run."""
-        if self._server is not None:
-            self._server.close()
+        """Close every connection as API Gateway would (1001), and let their $disconnect run.
+
+        The port stays open meanwhile: $disconnect handlers use the Management API on it.
+        """
+        self.stopping = True
         connections = list(self.connections.values())
         for connection in connections:
+            # Messages still queued would hold $disconnect back; a stopping gateway drops them.
+            connection.abandon_messages()
             connection.close_by_server(CLOSE_GOING_AWAY, "Going away")
         waiting = [connection.closed for connection in connections]
         if waiting:
             await asyncio.wait(waiting, timeout=_CLOSE_HANDSHAKE_SECONDS * 2)
         if self._background:
-            await asyncio.wait(list(self._background), timeout=30)
+            await asyncio.wait(list(self._background), timeout=60)
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
 

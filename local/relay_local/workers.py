@@ -74,6 +74,9 @@ class Worker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(child_end.fileno(),),
+                # Its own session: a Ctrl-C in the terminal is for relay-local, which
+                # still needs its workers to run $disconnect while it shuts down.
+                start_new_session=True,
             )
         finally:
             child_end.close()
@@ -156,7 +159,7 @@ class Worker:
             try:
                 await asyncio.wait_for(self.process.wait(), 2.0)
             except TimeoutError:
-                self.process.kill()
+                self.kill()
                 await self.process.wait()
         for task in self._log_tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,7 +167,8 @@ class Worker:
 
     def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have exited just now
+                self.process.kill()
 
 
 class FunctionPool:
@@ -182,6 +186,7 @@ class FunctionPool:
         self._generation = 0
         self._worker_generation: dict[Worker, int] = {}
         self._all: set[Worker] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def _new_worker(self) -> Worker:
         worker = Worker(self.function, self.environment, self.spec)
@@ -209,7 +214,14 @@ class FunctionPool:
                 except FunctionStartError as error:
                     log.error("%s", error)
                     return Invocation("crash", error={"errorMessage": str(error)}), request_id
-            invocation = await worker.invoke(event, request_id)
+            try:
+                invocation = await worker.invoke(event, request_id)
+            except BaseException:
+                # Cancelled (relay-local is stopping) or broken mid-invocation: the
+                # sandbox's state is unknown, so it is not reused.
+                worker.kill()
+                self.track_retirement(worker)
+                raise
             if invocation.status in ("timeout", "crash") or not worker.alive:
                 # A timed-out or dead sandbox is thrown away; the next invocation is a cold start.
                 worker.kill()
@@ -219,6 +231,11 @@ class FunctionPool:
             else:
                 self._idle.append(worker)
             return invocation, request_id
+
+    def track_retirement(self, worker: Worker) -> None:
+        task = asyncio.get_running_loop().create_task(self._retire(worker))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, worker: Worker) -> None:
         self._all.discard(worker)
@@ -234,7 +251,7 @@ class FunctionPool:
     async def close(self) -> None:
         self._generation += 1
         self._idle = []
-        await asyncio.gather(*(self._retire(worker) for worker in list(self._all)))
+        await asyncio.gather(*(self._retire(worker) for worker in list(self._all)), *self._retiring)
 
 
 def worker_environment(

@@ -92,7 +92,7 @@ class RelayLocalProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
         try:
-            return self.wait_exit(60)
+            return self.wait_exit(120)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
