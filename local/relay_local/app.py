@@ -20,6 +20,7 @@ from relay_local.gateway import (
     DEFAULT_MAX_CONNECTION_SECONDS,
     Gateway,
     GatewaySettings,
+    RouteSelector,
 )
 from relay_local.http_api import HttpApi
 from relay_local.template import Template, TemplateError, load_template, local_api_id
@@ -133,6 +134,10 @@ class RelayLocal:
                 f"{options.template} has no WebSocket API (a resource of type AWS::Serverless::WebSocketApi); "
                 "relay-local has nothing to serve"
             )
+        try:
+            RouteSelector(template.websocket_api)
+        except ValueError as error:
+            raise StartupError(str(error)) from None
         served = {route.function_id for route in template.websocket_api.routes.values()}
         served |= {route.function_id for route in template.http_routes}
         for function_id in sorted(served):
@@ -160,9 +165,7 @@ class RelayLocal:
         has_credentials = (
             "AWS_ACCESS_KEY_ID" in passthrough
             or "AWS_PROFILE" in passthrough
-            or Path(
-                passthrough.get("AWS_SHARED_CREDENTIALS_FILE", Path.home() / ".aws" / "credentials")
-            ).exists()
+            or Path(passthrough.get("AWS_SHARED_CREDENTIALS_FILE", Path.home() / ".aws" / "credentials")).exists()
         )
         if not has_credentials:
             log.warning("No AWS credentials found; the functions sign their requests with dummy ones")
@@ -208,9 +211,7 @@ class RelayLocal:
             MANAGEMENT_ENDPOINT_VARIABLE: f"http://{client_host}:{self.ws_port}/{stage}",
         }
         for function_id, function in template.functions.items():
-            environment = worker_environment(
-                function, region=options.region, extra=extra, passthrough=credentials
-            )
+            environment = worker_environment(function, region=options.region, extra=extra, passthrough=credentials)
             self.pools[function_id] = FunctionPool(
                 function,
                 environment,
@@ -238,9 +239,7 @@ class RelayLocal:
             default_static = template.path.resolve().parent / "clients" / "browser"
             static_dir = default_static if default_static.is_dir() else None
         self.static_dir = static_dir
-        self.http_api = HttpApi(
-            template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir
-        )
+        self.http_api = HttpApi(template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir)
         await self.http_api.start(http_socket)
         self.stage = stage
 
@@ -261,7 +260,8 @@ class RelayLocal:
 
     def banner(self) -> str:
         template = self.template
-        assert template is not None and template.websocket_api is not None
+        assert template is not None
+        assert template.websocket_api is not None
         host = _client_host(self.options.host)
         ws_url = f"ws://{host}:{self.ws_port}"
         http_url = f"http://{host}:{self.http_port}"

@@ -153,23 +153,18 @@ def _create_table_request(table: Table) -> dict[str, Any]:
     for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
         if properties.get(key):
             request[key] = [
-                {name: value for name, value in index.items() if name in _INDEX_KEYS}
-                for index in properties[key]
+                {name: value for name, value in index.items() if name in _INDEX_KEYS} for index in properties[key]
             ]
             if key == "GlobalSecondaryIndexes" and billing_mode == "PROVISIONED":
                 for index in request[key]:
-                    index.setdefault(
-                        "ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
-                    )
+                    index.setdefault("ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
     stream = properties.get("StreamSpecification")
     if stream and stream.get("StreamViewType"):
         request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
     return request
 
 
-def create_tables(
-    tables: list[Table], *, endpoint: str | None, region: str, credentials: dict[str, str]
-) -> list[str]:
+def create_tables(tables: list[Table], *, endpoint: str | None, region: str, credentials: dict[str, str]) -> list[str]:
     """Create the tables that do not exist; returns the names created."""
     client = boto3.client(
         "dynamodb",
@@ -191,9 +186,7 @@ def create_tables(
                 if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
                     raise
             client.create_table(**_create_table_request(table))
-            client.get_waiter("table_exists").wait(
-                TableName=table.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-            )
+            client.get_waiter("table_exists").wait(TableName=table.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
             ttl = table.properties.get("TimeToLiveSpecification")
             if ttl and ttl.get("Enabled"):
                 client.update_time_to_live(
@@ -202,7 +195,5 @@ def create_tables(
                 )
             created.append(table.name)
         except (ClientError, BotoCoreError, KeyError) as error:
-            raise DynamoDbError(
-                f"Cannot create DynamoDB table {table.name} ({table.logical_id}): {error}"
-            ) from None
+            raise DynamoDbError(f"Cannot create DynamoDB table {table.name} ({table.logical_id}): {error}") from None
     return created

@@ -33,9 +33,7 @@ def request_time(epoch_ms: int) -> str:
 
 
 def iso_timestamp(epoch_ms: int) -> str:
-    return (
-        datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -51,9 +49,7 @@ class ConnectionFacts:
     api_id: str
 
 
-def _request_context(
-    facts: ConnectionFacts, route_key: str, event_type: str, epoch_ms: int
-) -> dict[str, Any]:
+def _request_context(facts: ConnectionFacts, route_key: str, event_type: str, epoch_ms: int) -> dict[str, Any]:
     request_id = gateway_id()
     return {
         "routeKey": route_key,
@@ -81,9 +77,7 @@ def _single_and_multi(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str],
     return single, multi
 
 
-def connect_event(
-    facts: ConnectionFacts, headers: Iterable[tuple[str, str]], query_string: str
-) -> dict[str, Any]:
+def connect_event(facts: ConnectionFacts, headers: Iterable[tuple[str, str]], query_string: str) -> dict[str, Any]:
     epoch_ms = now_ms()
     forwarded = [
         ("X-Forwarded-For", facts.source_ip),
@@ -93,8 +87,7 @@ def connect_event(
     header_pairs = [
         (name, value)
         for name, value in headers
-        if name.lower()
-        not in ("x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "connection", "upgrade")
+        if name.lower() not in ("x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "connection", "upgrade")
     ]
     single_headers, multi_headers = _single_and_multi([*header_pairs, *forwarded])
     event: dict[str, Any] = {

@@ -172,7 +172,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         if frame.opcode is Opcode.TEXT:
             if frame.fin:
-                self._on_message(frame.data)
+                self._on_message(bytes(frame.data))
             else:
                 self._fragments = [bytes(frame.data)]
         elif frame.opcode is Opcode.CONT and self._fragments is not None:
@@ -276,9 +276,7 @@ class WebSocketConnection(asyncio.Protocol):
         route = self.gateway.api.routes.get("$connect")
         if route is not None:
             event = connect_event(self.facts, request.headers.raw_items(), query)
-            invocation, _ = await self.gateway.invoke(
-                route.function_id, event, "$connect", self.facts.connection_id
-            )
+            invocation, _ = await self.gateway.invoke(route.function_id, event, "$connect", self.facts.connection_id)
             if not invocation.ok:
                 self._reject(
                     500,
@@ -320,15 +318,11 @@ class WebSocketConnection(asyncio.Protocol):
         route_key = self.gateway.selector.select(body)
         if route_key is None:
             # API Gateway's own answer when no route matches and there is no $default.
-            self._reply(
-                {"message": "Forbidden", "connectionId": self.facts.connection_id, "requestId": gateway_id()}
-            )
+            self._reply({"message": "Forbidden", "connectionId": self.facts.connection_id, "requestId": gateway_id()})
             return
         route = self.gateway.api.routes[route_key]
         event = message_event(self.facts, route_key, body)
-        invocation, _ = await self.gateway.invoke(
-            route.function_id, event, route_key, self.facts.connection_id
-        )
+        invocation, _ = await self.gateway.invoke(route.function_id, event, route_key, self.facts.connection_id)
         request_id = event["requestContext"]["requestId"]
         if invocation.status == "timeout":
             self._reply(
@@ -361,11 +355,9 @@ class WebSocketConnection(asyncio.Protocol):
     def close_status(self) -> tuple[int, str]:
         """The close code and reason the connection ended with, as $disconnect reports them."""
         received, sent = self.ws.close_rcvd, self.ws.close_sent
-        close: Close | None
-        if received is not None and (sent is None or self.ws.close_rcvd_then_sent):
-            close = received
-        else:
-            close = sent
+        # Whoever closed first set the code; the other side only echoed it.
+        client_closed_first = received is not None and (sent is None or self.ws.close_rcvd_then_sent)
+        close: Close | None = received if client_closed_first else sent
         if close is None:
             return 1006, "Connection lost without a close frame"
         if close.code == 1005:
@@ -435,9 +427,7 @@ class FrontDoor(asyncio.Protocol):
             return
         head = bytes(self.buffer[:end]).decode("latin-1").lower()
         is_upgrade = re.search(r"^upgrade:[^\r\n]*websocket", head, re.MULTILINE) is not None
-        protocol: asyncio.Protocol = (
-            WebSocketConnection(self.gateway) if is_upgrade else self.gateway.http_protocol()
-        )
+        protocol: asyncio.Protocol = WebSocketConnection(self.gateway) if is_upgrade else self.gateway.http_protocol()
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         protocol.data_received(bytes(self.buffer))
@@ -462,7 +452,8 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     def http_protocol(self) -> asyncio.Protocol:
-        assert self._runner is not None and self._runner.server is not None
+        assert self._runner is not None
+        assert self._runner.server is not None
         return self._runner.server()
 
     async def start(self, sock: socket.socket) -> None:

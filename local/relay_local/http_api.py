@@ -88,9 +88,7 @@ def _response_from(result: Any) -> web.Response:
 
 class HttpApi:
     def __init__(self, routes: list[HttpRoute], invoke: Invoke, api_id: str, static_dir: Path | None) -> None:
-        self.routes = sorted(
-            (compile_route(route) for route in routes), key=lambda r: r.specificity, reverse=True
-        )
+        self.routes = sorted((compile_route(route) for route in routes), key=lambda r: r.specificity, reverse=True)
         self.invoke = invoke
         self.api_id = api_id
         self.static_dir = static_dir.resolve() if static_dir is not None else None
@@ -145,9 +143,7 @@ class HttpApi:
         try:
             return _response_from(invocation.result)
         except (TypeError, ValueError) as error:
-            log.error(
-                "%s answered with a response API Gateway cannot use: %s", compiled.route.route_key, error
-            )
+            log.error("%s answered with a response API Gateway cannot use: %s", compiled.route.route_key, error)
             return web.json_response({"message": "Internal Server Error"}, status=500)
 
     async def start(self, sock: socket.socket) -> None:

@@ -191,6 +191,9 @@ class Resolver:
             elif isinstance(spec, dict) and "Default" in spec:
                 default = spec["Default"]
                 values[name] = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+            else:
+                raise TemplateError(f"Parameter {name} has no Default; pass --parameter-overrides {name}=VALUE")
+            _check_parameter(name, spec if isinstance(spec, dict) else {}, values[name])
         return values
 
     def pseudo_parameter(self, name: str) -> str | None:
@@ -280,7 +283,7 @@ class Resolver:
 
         return _SUB_VARIABLE.sub(replace, str(text))
 
-    def resolve(self, value: Any) -> Any:  # noqa: PLR0911 - one branch per intrinsic
+    def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
             return [item for item in (self.resolve(v) for v in value) if item is not _NO_VALUE]
         if not isinstance(value, dict):
@@ -329,6 +332,32 @@ class Resolver:
         return {k: v for k, v in ((k, self.resolve(v)) for k, v in value.items()) if v is not _NO_VALUE}
 
 
+def _check_parameter(name: str, spec: dict[str, Any], value: str) -> None:
+    """The constraints CloudFormation checks before it creates anything."""
+    problem: str | None = None
+    allowed = spec.get("AllowedValues")
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            problem = "is not a number"
+        else:
+            if "MinValue" in spec and number < float(spec["MinValue"]):
+                problem = f"is below MinValue {spec['MinValue']}"
+            elif "MaxValue" in spec and number > float(spec["MaxValue"]):
+                problem = f"is above MaxValue {spec['MaxValue']}"
+    if problem is None and allowed is not None and value not in [str(item) for item in allowed]:
+        problem = f"is not one of {', '.join(map(str, allowed))}"
+    if problem is None and "AllowedPattern" in spec and not re.fullmatch(str(spec["AllowedPattern"]), value):
+        problem = f"does not match AllowedPattern {spec['AllowedPattern']}"
+    if problem is None and "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        problem = f"is shorter than MinLength {spec['MinLength']}"
+    if problem is None and "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        problem = f"is longer than MaxLength {spec['MaxLength']}"
+    if problem is not None:
+        raise TemplateError(f"Parameter {name}: {value!r} {problem}")
+
+
 def local_api_id(logical_id: str) -> str:
     """A stable, API-Gateway-shaped id (10 lower-case characters) for an API of the template."""
     import hashlib  # noqa: PLC0415
@@ -367,8 +396,7 @@ def _environment_value(function_id: str, name: str, value: Any) -> str:
     if isinstance(value, str | int | float):
         return str(value)
     raise TemplateError(
-        f"{function_id}: environment variable {name} resolves to {value!r}, which relay-local cannot "
-        "turn into a string"
+        f"{function_id}: environment variable {name} resolves to {value!r}, which relay-local cannot turn into a string"
     )
 
 
@@ -440,6 +468,52 @@ def _function_reference(value: Any) -> str | None:
     return None
 
 
+def _http_routes(function_id: str, events: dict[str, Any], resolver: Resolver, warnings: list[str]) -> list[HttpRoute]:
+    routes: list[HttpRoute] = []
+    for event_id, event in events.items():
+        event_type = event.get("Type")
+        if event_type != "HttpApi":
+            warnings.append(f"{function_id}.{event_id}: event type {event_type} is not served locally")
+            continue
+        properties = resolver.resolve(event.get("Properties") or {})
+        method = str(properties.get("Method", "ANY")).upper()
+        routes.append(
+            HttpRoute(
+                method="ANY" if method == "X-AMAZON-APIGATEWAY-ANY-METHOD" else method,
+                path=str(properties.get("Path", "$default")),
+                function_id=function_id,
+            )
+        )
+    return routes
+
+
+def _websocket_api(logical_id: str, properties: dict[str, Any], resolver: Resolver) -> WebSocketApi:
+    routes: dict[str, WebSocketRoute] = {}
+    for route_key, route in (properties.get("Routes") or {}).items():
+        function_id = _function_reference((route or {}).get("FunctionArn"))
+        if function_id is None or resolver.resources.get(function_id, {}).get("Type") != FUNCTION_TYPE:
+            raise TemplateError(
+                f"{logical_id}: route {route_key} must point at a function of this template "
+                "with FunctionArn: !GetAtt <Function>.Arn"
+            )
+        selection = route.get("RouteResponseSelectionExpression")
+        routes[str(route_key)] = WebSocketRoute(
+            route_key=str(route_key),
+            function_id=function_id,
+            route_response_selection_expression=str(resolver.resolve(selection)) if selection else None,
+        )
+    expression = properties.get("RouteSelectionExpression")
+    if not isinstance(expression, str):
+        raise TemplateError(f"{logical_id}: RouteSelectionExpression is required")
+    stage = properties.get("StageName")
+    return WebSocketApi(
+        logical_id=logical_id,
+        stage=str(resolver.resolve(stage)) if stage is not None else DEFAULT_WEBSOCKET_STAGE,
+        route_selection_expression=expression,
+        routes=routes,
+    )
+
+
 def load_template(
     path: Path,
     *,
@@ -449,9 +523,7 @@ def load_template(
 ) -> Template:
     document = load_template_document(path)
     template_dir = path.resolve().parent
-    resolver = Resolver(
-        document, stack_name=stack_name, region=region, parameter_overrides=parameter_overrides or {}
-    )
+    resolver = Resolver(document, stack_name=stack_name, region=region, parameter_overrides=parameter_overrides or {})
     resources: dict[str, Any] = document["Resources"]
     global_sections = document.get("Globals") or {}
     function_globals = global_sections.get("Function") or {}
@@ -481,21 +553,7 @@ def load_template(
             properties = resolver.resolve(merged)
             properties["Layers"] = layer_refs
             functions[logical_id] = _function(logical_id, properties, resolver, template_dir, layers)
-            for event_id, event in events.items():
-                event_type = event.get("Type")
-                event_properties = resolver.resolve(event.get("Properties") or {})
-                if event_type == "HttpApi":
-                    http_routes.append(
-                        HttpRoute(
-                            method=str(event_properties.get("Method", "ANY"))
-                            .upper()
-                            .replace("X-AMAZON-APIGATEWAY-ANY-METHOD", "ANY"),
-                            path=str(event_properties.get("Path", "$default")),
-                            function_id=logical_id,
-                        )
-                    )
-                else:
-                    warnings.append(f"{logical_id}.{event_id}: event type {event_type} is not served locally")
+            http_routes.extend(_http_routes(logical_id, events, resolver, warnings))
         elif resource_type in TABLE_TYPES:
             tables[logical_id] = Table(
                 logical_id=logical_id,
@@ -504,37 +562,8 @@ def load_template(
             )
         elif resource_type == WEBSOCKET_TYPE:
             properties = merge_globals(websocket_globals, raw_properties)
-            routes: dict[str, WebSocketRoute] = {}
-            for route_key, route in (properties.get("Routes") or {}).items():
-                function_id = _function_reference((route or {}).get("FunctionArn"))
-                if function_id is None or resources.get(function_id, {}).get("Type") != FUNCTION_TYPE:
-                    raise TemplateError(
-                        f"{logical_id}: route {route_key} must point at a function of this template "
-                        "with FunctionArn: !GetAtt <Function>.Arn"
-                    )
-                selection = route.get("RouteResponseSelectionExpression")
-                routes[str(route_key)] = WebSocketRoute(
-                    route_key=str(route_key),
-                    function_id=function_id,
-                    route_response_selection_expression=str(resolver.resolve(selection))
-                    if selection
-                    else None,
-                )
-            expression = properties.get("RouteSelectionExpression")
-            if not isinstance(expression, str):
-                raise TemplateError(f"{logical_id}: RouteSelectionExpression is required")
-            stage = properties.get("StageName")
-            websocket_apis.append(
-                WebSocketApi(
-                    logical_id=logical_id,
-                    stage=str(resolver.resolve(stage)) if stage is not None else DEFAULT_WEBSOCKET_STAGE,
-                    route_selection_expression=expression,
-                    routes=routes,
-                )
-            )
-        elif (
-            resource_type in ("AWS::ApiGatewayV2::Api",) and raw_properties.get("ProtocolType") == "WEBSOCKET"
-        ):
+            websocket_apis.append(_websocket_api(logical_id, properties, resolver))
+        elif resource_type in ("AWS::ApiGatewayV2::Api",) and raw_properties.get("ProtocolType") == "WEBSOCKET":
             warnings.append(
                 f"{logical_id}: plain AWS::ApiGatewayV2 WebSocket APIs are not served; "
                 "use AWS::Serverless::WebSocketApi"
@@ -547,9 +576,7 @@ def load_template(
                     f"{api.logical_id}: route {route.route_key} names {route.function_id}, which is not a function"
                 )
     if len(websocket_apis) > 1:
-        warnings.append(
-            f"{len(websocket_apis)} WebSocket APIs found; serving {websocket_apis[0].logical_id} only"
-        )
+        warnings.append(f"{len(websocket_apis)} WebSocket APIs found; serving {websocket_apis[0].logical_id} only")
     return Template(
         path=path,
         stack_name=stack_name,

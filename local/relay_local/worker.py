@@ -96,7 +96,7 @@ def serve(channel: socket.socket, incoming: BinaryIO) -> int:
     os.chdir(spec["code_dir"])  # Lambda's working directory is the task root
     try:
         handler = _load_handler(spec)
-    except Exception as error:  # noqa: BLE001 - reported, as Lambda's Runtime.ImportModuleError is
+    except Exception as error:
         payload = _error_payload(error, "Runtime.ImportModuleError")
         _log_error(payload)
         _send(channel, {"ready": False, "error": payload})
@@ -107,7 +107,7 @@ def serve(channel: socket.socket, incoming: BinaryIO) -> int:
         context = LambdaContext(spec, request["request_id"], request["deadline_epoch_ms"])
         try:
             result = handler(request["event"], context)
-        except Exception as error:  # noqa: BLE001 - a handler's failure is an answer, not our crash
+        except Exception as error:
             payload = _error_payload(error)
             _log_error(payload)
             _send(channel, {"id": request["id"], "error": payload})

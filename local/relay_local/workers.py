@@ -80,7 +80,8 @@ class Worker:
             )
         finally:
             child_end.close()
-        assert self.process.stdout is not None and self.process.stderr is not None
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
         self._log_tasks = [
             asyncio.create_task(self._pass_through(self.process.stdout)),
             asyncio.create_task(self._pass_through(self.process.stderr)),
@@ -92,7 +93,13 @@ class Worker:
         except TimeoutError:
             await self.stop()
             raise FunctionStartError(f"{self.function.logical_id}: handler import took too long") from None
-        ready = json.loads(line) if line else {"ready": False, "error": {"errorMessage": "worker exited"}}
+        if not line:
+            await self.stop()
+            code = self.process.returncode
+            raise FunctionStartError(
+                f"{self.function.logical_id}: the worker process exited (code {code}) before importing its handler"
+            )
+        ready: dict[str, Any] = json.loads(line)
         if not ready.get("ready"):
             await self.stop()
             error = ready.get("error") or {}
@@ -114,7 +121,8 @@ class Worker:
         self._writer.write(json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n")
 
     async def invoke(self, event: dict[str, Any], request_id: str) -> Invocation:
-        assert self._reader is not None and self._writer is not None
+        assert self._reader is not None
+        assert self._writer is not None
         self._next_id += 1
         timeout = self.function.timeout_seconds
         started = time.perf_counter()
@@ -131,9 +139,7 @@ class Worker:
             line = await asyncio.wait_for(self._reader.readline(), timeout)
         except TimeoutError:
             duration = (time.perf_counter() - started) * 1000
-            function_log.info(
-                "Task timed out after %.2f seconds", timeout, extra={"function": self.function.name}
-            )
+            function_log.info("Task timed out after %.2f seconds", timeout, extra={"function": self.function.name})
             return Invocation("timeout", error={"errorMessage": "Task timed out"}, duration_ms=duration)
         except (ConnectionError, asyncio.IncompleteReadError):
             line = b""

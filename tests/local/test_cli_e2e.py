@@ -33,7 +33,9 @@ def run_to_exit(*arguments: str) -> RelayLocalProcess:
 
 
 def test_a_template_without_websocket_api_is_an_error() -> None:
-    process = run_to_exit("--template", str(FIXTURES / "no_websocket" / "template.yaml"), "--ws-port", "0", "--http-port", "0")
+    process = run_to_exit(
+        "--template", str(FIXTURES / "no_websocket" / "template.yaml"), "--ws-port", "0", "--http-port", "0"
+    )
     assert process.process is not None
     assert process.process.returncode == 2
     assert "has no WebSocket API" in process.output()
@@ -41,7 +43,9 @@ def test_a_template_without_websocket_api_is_an_error() -> None:
 
 
 def test_a_missing_handler_file_is_an_error() -> None:
-    process = run_to_exit("--template", str(FIXTURES / "missing_handler" / "template.yaml"), "--ws-port", "0", "--http-port", "0")
+    process = run_to_exit(
+        "--template", str(FIXTURES / "missing_handler" / "template.yaml"), "--ws-port", "0", "--http-port", "0"
+    )
     assert process.process is not None
     assert process.process.returncode == 2
     expected = FIXTURES / "missing_handler" / "functions" / "empty" / "app.py"
@@ -49,7 +53,9 @@ def test_a_missing_handler_file_is_an_error() -> None:
 
 
 def test_a_handler_that_fails_to_import_is_an_error() -> None:
-    process = run_to_exit("--template", str(FIXTURES / "broken_import" / "template.yaml"), "--ws-port", "0", "--http-port", "0")
+    process = run_to_exit(
+        "--template", str(FIXTURES / "broken_import" / "template.yaml"), "--ws-port", "0", "--http-port", "0"
+    )
     assert process.process is not None
     assert process.process.returncode == 1
     assert "BrokenFunction: cannot import handler app.handler" in process.output()
@@ -80,7 +86,9 @@ def test_a_port_in_use_is_an_error(taken: str) -> None:
         port = holder.getsockname()[1]
         ports = {"--ws-port": str(free_port()), "--http-port": str(free_port()), taken: str(port)}
         process = run_to_exit(
-            "--template", str(FIXTURES / "gateway" / "template.yaml"), *[item for pair in ports.items() for item in pair]
+            "--template",
+            str(FIXTURES / "gateway" / "template.yaml"),
+            *[item for pair in ports.items() for item in pair],
         )
     assert process.process is not None
     assert process.process.returncode == 2
@@ -121,9 +129,9 @@ def test_banner_ctrl_c_and_disconnect_of_open_connections(record_dir: Path) -> N
     event = wait_for_record(record_dir, "disconnect", connection_id)
     assert event["requestContext"]["disconnectStatusCode"] == 1001
     # One log line per invocation: route, connection, function, duration, status.
-    assert any(
-        line.split()[2:4] == ["echo", connection_id] and line.endswith(" 200") for line in relay.stderr_lines
-    ), relay.output()
+    assert any(line.split()[2:4] == ["echo", connection_id] and line.endswith(" 200") for line in relay.stderr_lines), (
+        relay.output()
+    )
 
 
 def test_reload_reimports_a_function_whose_file_changed(tmp_path: Path, record_dir: Path) -> None:
@@ -151,7 +159,9 @@ def test_reload_reimports_a_function_whose_file_changed(tmp_path: Path, record_d
     try:
         assert asyncio.run(ask())["route"] == "twoway"
         answer_file.write_text(
-            'import json\n\n\ndef handler(event, context):\n    return {"statusCode": 200, "body": json.dumps({"route": "reloaded"})}\n',
+            "import json\n\n\n"
+            "def handler(event, context):\n"
+            '    return {"statusCode": 200, "body": json.dumps({"route": "reloaded"})}\n',
             encoding="utf-8",
         )
         deadline = time.monotonic() + EFFECT_TIMEOUT

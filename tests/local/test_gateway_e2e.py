@@ -272,7 +272,9 @@ def test_connect_answering_non_2xx_rejects_the_upgrade_with_403(relay: RelayLoca
     assert len(connects) == before + 1
     rejected_id = connects[-1]["requestContext"]["connectionId"]
     # A connection that never opened gets no $disconnect.
-    assert all(event["requestContext"]["connectionId"] != rejected_id for event in read_records(record_dir, "disconnect"))
+    assert all(
+        event["requestContext"]["connectionId"] != rejected_id for event in read_records(record_dir, "disconnect")
+    )
 
 
 def test_connect_that_raises_fails_the_upgrade_with_500(relay: RelayLocalProcess) -> None:
@@ -355,9 +357,7 @@ def test_concurrent_invocations_of_different_connections_do_not_wait_for_each_ot
     async def scenario() -> list[str]:
         async with connect(relay.ws_url) as slow, connect(relay.ws_url) as quick:
             await slow.send(json.dumps({"action": "slow"}))
-            replies = [
-                (await echo(quick, {"action": "echo"}))["event"]["requestContext"]["routeKey"] for _ in range(3)
-            ]
+            replies = [(await echo(quick, {"action": "echo"}))["event"]["requestContext"]["routeKey"] for _ in range(3)]
             finished_first = await recv_json(slow)
             return [*replies, finished_first["message"]]
 
@@ -491,7 +491,9 @@ def test_management_api_answers_without_the_stage_in_the_path_too(relay: RelayLo
 # ---- the HTTP API --------------------------------------------------------------------
 
 
-def http(relay: RelayLocalProcess, path: str, method: str = "GET", data: bytes | None = None) -> tuple[int, dict[str, Any], bytes]:
+def http(
+    relay: RelayLocalProcess, path: str, method: str = "GET", data: bytes | None = None
+) -> tuple[int, dict[str, Any], bytes]:
     request = urllib.request.Request(relay.http_url + path, method=method, data=data)
     request.add_header("Cookie", "session=abc; theme=dark")
     if data is not None:

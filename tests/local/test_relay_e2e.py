@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from relay import protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from relay import protocol
 from tests.local.relay_process import EFFECT_TIMEOUT, REPO_ROOT, RelayLocalProcess, start_relay_local
 
 pytestmark = pytest.mark.e2e
@@ -116,7 +116,13 @@ def test_frames_travel_both_ways_and_to_one_or_all_browsers(relay: RelayLocalPro
         unknown = await mac.ask({"action": "send", "to": "pnobody00", "data": 1})
         for client in (mac, first, second):
             await client.ws.close()
-        return {"at_mac": at_mac, "first_peer": first_peer, "at_second": at_second, "broadcast": broadcast, "unknown": unknown}
+        return {
+            "at_mac": at_mac,
+            "first_peer": first_peer,
+            "at_second": at_second,
+            "broadcast": broadcast,
+            "unknown": unknown,
+        }
 
     seen = run(scenario())
     assert seen["at_mac"] == {"type": "frame", "from": seen["first_peer"], "data": {"text": "from the first browser"}}
@@ -295,7 +301,8 @@ def test_fifty_pairs_exchange_frames_each_delivered_exactly_once() -> None:
         async def collect(client: Client, into: Counter[str], sender: str) -> None:
             for _ in range(FRAMES_EACH_WAY):
                 message = await client.receive()
-                assert message["type"] == "frame" and message["from"] == sender, message
+                assert message["type"] == "frame", message
+                assert message["from"] == sender, message
                 into[json.dumps(message["data"])] += 1
 
         async def send_all(client: Client, frames: list[str], extra: dict[str, Any]) -> None:
@@ -323,10 +330,10 @@ def test_fifty_pairs_exchange_frames_each_delivered_exactly_once() -> None:
         results = run(scenario())
     finally:
         assert relay.stop() == 0, relay.output()
-    failures = [
-        "".join(traceback.format_exception(result)) for result in results if isinstance(result, BaseException)
+    failures = ["".join(traceback.format_exception(result)) for result in results if isinstance(result, BaseException)]
+    unsuccessful = [
+        line for line in relay.stderr_lines if " INFO " in f" {line} " and not line.endswith((" 200", " ok"))
     ]
-    unsuccessful = [line for line in relay.stderr_lines if " INFO " in f" {line} " and not line.endswith((" 200", " ok"))]
     assert not failures, (failures[:5], unsuccessful[:20])
     total = 0
     for expected, at_mac, at_browser in results:
