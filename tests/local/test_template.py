@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from relay_local.gateway import RouteSelector
 from relay_local.template import (
     TemplateError,
@@ -15,6 +14,7 @@ from relay_local.template import (
     load_template,
     merge_globals,
 )
+
 from tests.local.relay_process import FIXTURES, REPO_ROOT
 
 TEMPLATE = """\
