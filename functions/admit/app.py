@@ -2,17 +2,17 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relay.observability import logger, metrics
 from relay.protocol import AdmitRequest
+from relay.websocket_event import WebSocketEvent
 from relay.websocket_route import answer_client_message
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@event_source(data_class=APIGatewayWebSocketEvent)
-def lambda_handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    event = WebSocketEvent.from_lambda(raw_event)
     return answer_client_message(
         event, AdmitRequest, lambda relay, connection_id, request: relay.admit(connection_id, request)
     )

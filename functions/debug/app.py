@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relay.observability import logger, metrics
 from relay.websocket_route import session_store
@@ -12,8 +11,7 @@ TEXT = {"content-type": "text/plain; charset=utf-8"}
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@event_source(data_class=APIGatewayProxyEventV2)
-def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         count = session_store().session_count()
     except Exception:

@@ -2,19 +2,19 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relay.observability import logger, metrics
+from relay.websocket_event import WebSocketEvent
 from relay.websocket_route import relay_for_event
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@event_source(data_class=APIGatewayWebSocketEvent)
-def lambda_handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str, Any]:
-    connection_id = event.request_context.connection_id
+def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    event = WebSocketEvent.from_lambda(raw_event)
+    connection_id = event.connection_id
     logger.append_keys(connection_id=connection_id)
-    logger.info("disconnected", extra={"status": event.request_context.disconnect_status_code})
+    logger.info("disconnected", extra={"status": event.disconnect_status_code})
     try:
         relay_for_event(event).disconnect(connection_id)
     except Exception:

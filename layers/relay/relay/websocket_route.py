@@ -13,7 +13,6 @@ from functools import cache
 from typing import Any, TypeVar
 
 import boto3
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from botocore.config import Config
 
 from relay import protocol
@@ -22,6 +21,7 @@ from relay.observability import logger
 from relay.pairing import Relay
 from relay.session_store import SessionStore
 from relay.settings import Settings
+from relay.websocket_event import WebSocketEvent
 
 OK: dict[str, Any] = {"statusCode": 200}
 
@@ -54,19 +54,18 @@ def relay_for_configured_endpoint() -> Relay:
     return Relay(session_store(), ManagementApi(management_client(None)), Settings.from_environment())
 
 
-def relay_for_event(event: APIGatewayWebSocketEvent) -> Relay:
-    context = event.request_context
-    return relay_for(context.domain_name, context.stage)
+def relay_for_event(event: WebSocketEvent) -> Relay:
+    return relay_for(event.domain_name, event.stage)
 
 
 def answer_client_message(
-    event: APIGatewayWebSocketEvent,
+    event: WebSocketEvent,
     expected: type[Request],
     action: Callable[[Relay, str, Request], object],
 ) -> dict[str, Any]:
     """Parse the message, check it is the route's action, run it; reply with any error."""
-    connection_id = event.request_context.connection_id
-    logger.append_keys(connection_id=connection_id, route=event.request_context.route_key)
+    connection_id = event.connection_id
+    logger.append_keys(connection_id=connection_id, route=event.route_key)
     relay = relay_for_event(event)
     try:
         request = protocol.parse_client_message(event.body)
