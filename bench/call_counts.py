@@ -216,6 +216,13 @@ def operations(gateway: Gateway) -> list[tuple[str | None, int, Callable[[], obj
     def mac_disconnect() -> None:
         gateway.disconnect(state["mac"])
 
+    def small_session() -> None:
+        state["small_mac"], small_code = gateway.register("bench-small")
+        gateway.join(small_code)
+
+    def small_mac_disconnect() -> None:
+        gateway.disconnect(state["small_mac"])
+
     return [
         ("$connect", 0, connect),
         ("register", 1, register),
@@ -229,6 +236,8 @@ def operations(gateway: Gateway) -> list[tuple[str | None, int, Callable[[], obj
         ("GET /debug/sessions", 0, debug_count),
         ("browser $disconnect", 0, browser_disconnect),
         (f"mac $disconnect ({BROADCAST_BROWSERS - 1} browsers)", 0, mac_disconnect),
+        (None, 0, small_session),
+        ("mac $disconnect (1 browser)", 0, small_mac_disconnect),
     ]
 
 

@@ -180,19 +180,24 @@ class UnitRecorder:
             self.total.items_written += 1
 
     def _count_read(self, operation: str, parsed: dict[str, Any], body: dict[str, Any]) -> None:
+        # DynamoDB reads are eventually consistent unless the request asks otherwise.
         if operation == "GetItem":
-            self.total.read_units += read_units(item_size(parsed.get("Item")))
+            consistent = bool(body.get("ConsistentRead", False))
+            self.total.read_units += read_units(item_size(parsed.get("Item")), consistent)
             self.total.items_read += 1 if parsed.get("Item") else 0
         elif operation == "BatchGetItem":
-            found = [item for items in parsed.get("Responses", {}).values() for item in items]
-            requested = sum(len(r["Keys"]) for r in body.get("RequestItems", {}).values())
-            unprocessed = sum(len(r["Keys"]) for r in (parsed.get("UnprocessedKeys") or {}).values())
-            missing = max(0, requested - unprocessed - len(found))
-            self.total.read_units += sum(read_units(item_size(item)) for item in found) + missing * read_units(0)
-            self.total.items_read += len(found)
+            for table, request in body.get("RequestItems", {}).items():
+                consistent = bool(request.get("ConsistentRead", False))
+                found = parsed.get("Responses", {}).get(table, [])
+                unprocessed = len((parsed.get("UnprocessedKeys") or {}).get(table, {}).get("Keys", []))
+                missing = max(0, len(request["Keys"]) - unprocessed - len(found))
+                self.total.read_units += sum(read_units(item_size(item), consistent) for item in found)
+                self.total.read_units += missing * read_units(0, consistent)
+                self.total.items_read += len(found)
         else:  # Query, Scan: rounded once over everything read
+            consistent = bool(body.get("ConsistentRead", False))
             items = parsed.get("Items", [])
-            self.total.read_units += read_units(sum(item_size(item) for item in items))
+            self.total.read_units += read_units(sum(item_size(item) for item in items), consistent)
             self.total.items_read += len(items)
 
 

@@ -38,9 +38,9 @@ def child_environment(extra: dict[str, str]) -> dict[str, str]:
     return {**keep, **LAMBDA_ENVIRONMENT, **extra}
 
 
-def run_child(arguments: list[str], environment: dict[str, str]) -> dict[str, Any]:
+def run_child(arguments: list[str], environment: dict[str, str], python: str = sys.executable) -> dict[str, Any]:
     completed = subprocess.run(
-        [sys.executable, str(CHILD), *arguments],
+        [python, str(CHILD), *arguments],
         env=environment,
         capture_output=True,
         text=True,
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to measure")
     parser.add_argument("--only", nargs="*", default=None, help="function folders to measure")
     parser.add_argument("--label", default="cold_start", help="results file name (bench/results/LABEL.json)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the measured processes, e.g. a python3.13 virtualenv with the layer's "
+        "requirements and boto3 (Lambda's runtime); default: this one",
+    )
     arguments = parser.parse_args(argv)
     root = arguments.root.resolve()
     layer = root / "layers" / "relay"
@@ -86,18 +92,34 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=arguments.jobs) as pool:
         # The first run of each function is not counted: it compiles the .pyc files
         # and tells which clients the function creates, hence which floor it has.
-        first = dict(zip(tasks, pool.map(lambda t: run_child(*t), tasks.values()), strict=True))
+        first = dict(
+            zip(tasks, pool.map(lambda t: run_child(t[0], t[1], python=arguments.python), tasks.values()), strict=True)
+        )
         floors = {tuple(report["clients"]) for report in first.values()}
         for clients in floors:
             tasks[floor_name(clients)] = (["floor", *clients], child_environment({}))
         samples: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for _ in range(arguments.runs):
             names = list(tasks)
-            for name, report in zip(names, pool.map(lambda n: run_child(*tasks[n]), names), strict=True):
+            reports = pool.map(lambda n: run_child(tasks[n][0], tasks[n][1], python=arguments.python), names)
+            for name, report in zip(names, reports, strict=True):
                 samples[name].append(report)
 
     rows = []
-    results: dict[str, Any] = {"runs": arguments.runs, "jobs": arguments.jobs, "functions": {}, "floors": {}}
+    version = subprocess.run(
+        [arguments.python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    results: dict[str, Any] = {
+        "runs": arguments.runs,
+        "jobs": arguments.jobs,
+        "measured_python": version,
+        "root": str(root),
+        "functions": {},
+        "floors": {},
+    }
     for clients in sorted(floors):
         name = floor_name(clients)
         results["floors"][name] = summarise(samples[name])
@@ -124,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                 "yes" if summary["meets_target"] else "NO",
             ]
         )
-    print(f"Cold start: median of {arguments.runs} fresh processes each (ms); target <= {TARGET_RATIO}x floor CPU")
+    print(
+        f"Cold start on Python {version}: median of {arguments.runs} fresh processes each (ms); "
+        f"target <= {TARGET_RATIO}x floor CPU"
+    )
     print_table(
         [
             "function",

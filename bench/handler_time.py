@@ -133,16 +133,58 @@ def time_frames(
     }
 
 
+def time_lifecycle(gateway: Gateway, clock: AwsCallClock, sessions: int) -> dict[str, dict[str, Any]]:
+    """Handler time of every other route, over whole sessions: connect, register, auth,
+    ping, the browser leaving, the mac-client leaving (for the cost model's durations)."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    timed = {route: TimedHandler(handler) for route, handler in gateway.handlers.items() if route != "send"}
+    originals = dict(gateway.handlers)
+    for route, handler in timed.items():
+        gateway.handlers[route] = handler
+
+    def record(route: str) -> None:
+        spans.setdefault(route, []).append(timed[route].span)
+
+    for _ in range(sessions):
+        mac = gateway.connect()
+        record("$connect")
+        gateway.message(mac, {"action": "register", "client_id": "bench-mac"})
+        record("register")
+        code = gateway.last(mac)["code"]
+        browser = gateway.connect()
+        gateway.message(browser, {"action": "auth", "code": code})
+        record("auth")
+        gateway.message(browser, {"action": "ping"})
+        record("$default")
+        gateway.disconnect(browser)
+        record("$disconnect")
+        gateway.disconnect(mac)
+        record("$disconnect")
+    gateway.handlers.update(originals)
+    figures = {}
+    for route, route_spans in spans.items():
+        totals = [(end - start) * 1000 for start, end in route_spans]
+        aws = [clock.busy_between(start, end) * 1000 for start, end in route_spans]
+        figures[route] = {
+            "invocations": len(route_spans),
+            "total_ms_p50": round(median(totals), 3),
+            "aws_ms_p50": round(median(aws), 3),
+            "own_ms_p50": round(median([t - a for t, a in zip(totals, aws, strict=True)]), 3),
+        }
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300, help="measured frames per kind of send")
+    parser.add_argument("--sessions", type=int, default=30, help="measured session lifecycles")
     arguments = parser.parse_args(argv)
 
     saved = dict(os.environ)
     os.environ.update(ENVIRONMENT)
     server = EmbeddedDynamoDb()
     endpoint = server.start()
-    results: dict[str, Any] = {"frames": arguments.frames, "kinds": {}}
+    results: dict[str, Any] = {"frames": arguments.frames, "sessions": arguments.sessions, "kinds": {}}
     try:
         requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
@@ -170,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for name, send in kinds.items():
                 results["kinds"][name] = time_frames(handler, clock, arguments.frames, send)
+            results["lifecycle"] = time_lifecycle(gateway, clock, arguments.sessions)
         reset_relay_caches()
         boto3.DEFAULT_SESSION = None
     finally:
@@ -194,6 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     print_table(
         ["frame", "AWS calls", "total p50 ms", "in AWS calls p50", "own code p50", "own share", "total p99", "own p99"],
         rows,
+    )
+    print()
+    print(f"other routes, over {arguments.sessions} whole sessions (ms, p50)")
+    print_table(
+        ["route", "invocations", "total", "in AWS calls", "own code"],
+        [
+            [route, f["invocations"], f"{f['total_ms_p50']:.2f}", f"{f['aws_ms_p50']:.2f}", f"{f['own_ms_p50']:.2f}"]
+            for route, f in results["lifecycle"].items()
+        ],
     )
     path = write_results("handler_time", results)
     print(f"results: {path.relative_to(ROOT)}")
