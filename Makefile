@@ -47,3 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/call_counts.py
 	$(BIN)/python bench/handler_time.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/cost_model.py
