@@ -24,6 +24,7 @@ from tests.clients.scripted_relay import ScriptedRelay
 pytestmark = pytest.mark.browser
 
 GOOD_CODE = "K7M2QX"
+HOUR_MS = 3_600_000
 
 
 @pytest.fixture
@@ -41,6 +42,14 @@ def open_page(page: Page, site: str, relay_url: str | None = None) -> None:
 def pair(page: Page, code: str = GOOD_CODE) -> None:
     page.locator("#code").press_sequentially(code)
     expect(page.locator("#status")).to_have_attribute("data-state", "paired")
+
+
+def open_page_on_a_paused_clock(page: Page, site: str, relay_url: str) -> None:
+    """The page's timers then fire only when the test runs the clock, however slow the machine."""
+    page.clock.install(time=0)
+    open_page(page, site, relay_url)
+    # Installed, the fake clock still follows real time; paused, it moves only on run_for.
+    page.clock.pause_at(HOUR_MS)
 
 
 def send_message(page: Page, text: str) -> None:
@@ -255,8 +264,7 @@ def test_the_page_pings_every_keepalive_period_while_paired_and_hides_the_pongs(
     browser_page: Page, static_site: str, relay: ScriptedRelay
 ) -> None:
     period_ms = page_protocol()["keepaliveSeconds"] * 1000
-    browser_page.clock.install()
-    open_page(browser_page, static_site, relay.url)
+    open_page_on_a_paused_clock(browser_page, static_site, relay.url)
     pair(browser_page)
     browser_page.clock.run_for(period_ms - 1000)
     # Messages on one connection arrive in order: no ping may precede this one.
@@ -277,8 +285,7 @@ def test_the_page_pings_every_keepalive_period_while_paired_and_hides_the_pongs(
 
 def test_no_keepalive_before_pairing(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
     period_ms = page_protocol()["keepaliveSeconds"] * 1000
-    browser_page.clock.install()
-    open_page(browser_page, static_site, relay.url)
+    open_page_on_a_paused_clock(browser_page, static_site, relay.url)
     browser_page.locator("#code").press_sequentially("abcdef")
     expect(browser_page.locator("#alert")).to_be_visible()
     browser_page.clock.run_for(3 * period_ms)
@@ -289,8 +296,7 @@ def test_no_keepalive_before_pairing(browser_page: Page, static_site: str, relay
 
 def test_no_keepalive_after_leaving(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
     period_ms = page_protocol()["keepaliveSeconds"] * 1000
-    browser_page.clock.install()
-    open_page(browser_page, static_site, relay.url)
+    open_page_on_a_paused_clock(browser_page, static_site, relay.url)
     pair(browser_page)
     browser_page.locator("#leave-button").click()
     relay.wait_until(lambda: 0 in relay.close_codes)
