@@ -247,7 +247,7 @@ class RelayLocal:
         self, function_id: str, event: dict[str, Any], route_key: str, connection_id: str
     ) -> tuple[Invocation, str]:
         pool = self.pools[function_id]
-        invocation, request_id = await pool.invoke(event)
+        invocation, request_id = await pool.invoke(event, droppable=route_key != "$disconnect")
         log.info(
             "%-12s %-17s %-24s %8.1f ms  %s",
             route_key,
@@ -315,6 +315,8 @@ class RelayLocal:
             await self.stop()
 
     async def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.dropping = True
         if self.gateway is not None:
             await self.gateway.close()
         if self.http_api is not None:

@@ -113,7 +113,6 @@ class WebSocketConnection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._fragments: list[bytes] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._messages: set[asyncio.Task[None]] = set()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._lifetime_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
@@ -193,9 +192,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._arm_idle_timer()
         task = asyncio.create_task(self._route_message(body))
         self._inflight.add(task)
-        self._messages.add(task)
         task.add_done_callback(self._inflight.discard)
-        task.add_done_callback(self._messages.discard)
 
     def send_text(self, data: bytes) -> None:
         """Send a message, split into frames of at most 32 KB as API Gateway does."""
@@ -208,11 +205,6 @@ class WebSocketConnection(asyncio.Protocol):
     @property
     def is_open(self) -> bool:
         return self.opened and self.ws.state is State.OPEN and not self._finished
-
-    def abandon_messages(self) -> None:
-        """Stop the invocations of this connection's messages (relay-local is stopping)."""
-        for task in self._messages:
-            task.cancel()
 
     def close_by_server(self, code: int, reason: str) -> None:
         if self.ws.state is State.OPEN:
@@ -288,15 +280,16 @@ class WebSocketConnection(asyncio.Protocol):
                 )
                 return
             result = invocation.result
-            status = result.get("statusCode") if isinstance(result, dict) else None
-            if status is not None and not (isinstance(status, int) and 200 <= status < 300):
+            status = _status_code(result.get("statusCode") if isinstance(result, dict) else None)
+            if status is not None and not 200 <= status < 300:
                 self._reject(403, {"message": "Forbidden"})
                 return
             headers = result.get("headers") if isinstance(result, dict) else None
             if isinstance(headers, dict):
                 for name, value in headers.items():
                     if name.lower() == "sec-websocket-protocol":
-                        del response.headers["Sec-WebSocket-Protocol"]
+                        if "Sec-WebSocket-Protocol" in response.headers:
+                            del response.headers["Sec-WebSocket-Protocol"]
                         response.headers["Sec-WebSocket-Protocol"] = str(value)
         if self.transport is None or self.transport.is_closing():
             return  # the client gave up during $connect
@@ -324,6 +317,8 @@ class WebSocketConnection(asyncio.Protocol):
         event = message_event(self.facts, route_key, body)
         invocation, _ = await self.gateway.invoke(route.function_id, event, route_key, self.facts.connection_id)
         request_id = event["requestContext"]["requestId"]
+        if invocation.status == "dropped":
+            return
         if invocation.status == "timeout":
             self._reply(
                 {
@@ -392,6 +387,16 @@ class WebSocketConnection(asyncio.Protocol):
         finally:
             if not self.closed.done():
                 self.closed.set_result(None)
+
+
+def _status_code(value: Any) -> int | None:
+    """A proxy integration's statusCode; one that is not a number counts as a failure (500)."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 500
 
 
 def _route_response_body(result: Any) -> str | None:
@@ -477,8 +482,6 @@ class Gateway:
         self.stopping = True
         connections = list(self.connections.values())
         for connection in connections:
-            # Messages still queued would hold $disconnect back; a stopping gateway drops them.
-            connection.abandon_messages()
             connection.close_by_server(CLOSE_GOING_AWAY, "Going away")
         waiting = [connection.closed for connection in connections]
         if waiting:

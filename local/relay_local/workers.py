@@ -35,7 +35,9 @@ _START_TIMEOUT_SECONDS = 60.0
 class Invocation:
     """What came back from one invocation."""
 
-    status: str  # "ok", "error" (the handler raised), "timeout", "crash"
+    # "ok", "error" (the handler raised), "timeout", "crash", or "dropped" (queued while
+    # relay-local was stopping, never run)
+    status: str
     result: Any = None
     error: dict[str, Any] | None = None
     duration_ms: float = 0.0
@@ -193,6 +195,9 @@ class FunctionPool:
         self._worker_generation: dict[Worker, int] = {}
         self._all: set[Worker] = set()
         self._retiring: set[asyncio.Task[None]] = set()
+        # Set while relay-local stops: droppable invocations still queued are not run,
+        # so that $disconnect does not wait behind them.
+        self.dropping = False
 
     async def _new_worker(self) -> Worker:
         worker = Worker(self.function, self.environment, self.spec)
@@ -210,9 +215,11 @@ class FunctionPool:
         worker = await self._new_worker()
         self._idle.append(worker)
 
-    async def invoke(self, event: dict[str, Any]) -> tuple[Invocation, str]:
+    async def invoke(self, event: dict[str, Any], *, droppable: bool = False) -> tuple[Invocation, str]:
         request_id = str(uuid.uuid4())
         async with self._slots:
+            if droppable and self.dropping:
+                return Invocation("dropped"), request_id
             worker = self._idle.pop() if self._idle else None
             if worker is None:
                 try:
