@@ -55,7 +55,7 @@ FUNCTION_DIRS = {
 DYNAMODB_ACTIONS: dict[str, set[str]] = {
     "ConnectFunction": set(),
     "DefaultFunction": set(),
-    "RegisterFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "RegisterFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     "AuthFunction": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     "SendFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
     "DisconnectFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
@@ -518,6 +518,13 @@ def test_parameter_defaults_match_the_protocol_module(sam: dict[str, Any]) -> No
     assert parameters["CounterShards"]["Default"] == protocol.DEFAULT_COUNTER_SHARDS
     assert parameters["AuthFailuresPerIp"]["Default"] == protocol.DEFAULT_AUTH_FAILURES_PER_IP
     assert parameters["AuthFailureWindowSeconds"]["Default"] == protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
+
+
+def test_max_browsers_stays_within_what_one_transaction_can_end(sam: dict[str, Any]) -> None:
+    # Ending a session deletes it, its mac-client's record and the counter share (3 items)
+    # plus 2 items per browser in one TransactWriteItems, which takes at most 100 items.
+    assert sam["Parameters"]["MaxBrowsers"]["MaxValue"] == protocol.MAX_BROWSERS_LIMIT
+    assert 3 + 2 * protocol.MAX_BROWSERS_LIMIT <= 100
 
 
 def test_each_function_logs_to_its_own_group_with_the_retention_parameter(

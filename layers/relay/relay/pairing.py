@@ -95,9 +95,7 @@ class Relay:
         except InvalidCode:
             self._failed_auth(connection_id, source_ip)
             return
-        logger.info(
-            "browser joined", extra={"code": protocol.redact_code(code), "peer": peer, "admitted": admitted}
-        )
+        logger.info("browser joined", extra={"code": protocol.redact_code(code), "peer": peer, "admitted": admitted})
         if admitted:
             self.reply(connection_id, protocol.authenticated(code, peer))
             to_mac = protocol.peer_joined(peer)
@@ -147,9 +145,7 @@ class Relay:
         if request.to not in (None, protocol.MAC_PEER):
             self.reply_error(browser.connection_id, ErrorCode.UNKNOWN_PEER)
             return
-        delivery = self.connections.post(
-            browser.mac_connection_id, protocol.frame(browser.peer, request.data)
-        )
+        delivery = self.connections.post(browser.mac_connection_id, protocol.frame(browser.peer, request.data))
         if delivery is Delivery.DELIVERED:
             count(Metric.FRAMES_RELAYED)
         elif delivery is Delivery.TOO_LARGE:
@@ -165,9 +161,9 @@ class Relay:
             self._reject_payload(mac.connection_id)
             return
         if request.to is None:
-            browsers = [b for b in self.store.list_browsers(mac.code) if b.admitted]
+            browsers = [b for b in self.store.list_browsers(mac.code, mac.connection_id) if b.admitted]
         else:
-            browser = self.store.get_browser(mac.code, request.to)
+            browser = self.store.get_browser(mac.code, mac.connection_id, request.to)
             if browser is None or not browser.admitted:
                 self.reply_error(mac.connection_id, ErrorCode.UNKNOWN_PEER)
                 return
@@ -202,7 +198,7 @@ class Relay:
             self.reply_error(connection_id, ErrorCode.NOT_MAC)
             return None
         assert connection.code is not None
-        browser = self.store.get_browser(connection.code, peer)
+        browser = self.store.get_browser(connection.code, connection_id, peer)
         if browser is None:
             self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)
             return None
@@ -238,9 +234,7 @@ class Relay:
             self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)  # it left meanwhile
             return
         logger.info("browser admitted", extra={"peer": browser.peer})
-        delivery = self.connections.post(
-            browser.connection_id, protocol.authenticated(mac.code, browser.peer)
-        )
+        delivery = self.connections.post(browser.connection_id, protocol.authenticated(mac.code, browser.peer))
         if delivery is Delivery.GONE:
             self.remove_browser(
                 Connection(
@@ -280,7 +274,7 @@ class Relay:
 
     def expire_session(self, code: str, mac_connection_id: str, created_at: int) -> None:
         """DynamoDB's TTL removed this session: its mac-client never said goodbye."""
-        ended = self.store.release_expired_session(code, created_at)
+        ended = self.store.release_expired_session(code, mac_connection_id, created_at)
         if ended is None:
             return
         logger.info("session expired", extra={"code": protocol.redact_code(code)})

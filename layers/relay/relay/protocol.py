@@ -32,6 +32,9 @@ MAX_CONNECTION_SECONDS: Final = 2 * 60 * 60
 
 # Defaults of the template's parameters (the deployed values arrive as environment).
 DEFAULT_MAX_BROWSERS: Final = 8
+# Ending a session is one DynamoDB transaction of 3 items plus 2 per browser, and a
+# transaction holds at most 100 items.
+MAX_BROWSERS_LIMIT: Final = 48
 DEFAULT_MAX_AUTH_ATTEMPTS: Final = 5
 # A session cannot outlive its mac-client's connection; the margin covers clock skew
 # and a $disconnect that arrives late.

@@ -94,6 +94,10 @@ class EndedSession:
     browsers: list[Browser]
 
 
+# Ending a session retries when browsers join or leave at the same moment.
+_END_ATTEMPTS = 5
+
+
 class StoreError(Exception):
     """A session-store outcome the caller must turn into a protocol answer."""
 
@@ -132,6 +136,10 @@ def _counter_key(shard: int) -> Item:
 
 def _ip_window_key(source_ip: str, window_start: int) -> Item:
     return {"pk": {"S": f"IP#{source_ip}"}, "sk": {"S": f"W#{window_start}"}}
+
+
+def _belongs_to(peer_item: Item, mac_connection_id: str) -> bool:
+    return bool(peer_item.get("mac_connection_id", {}).get("S") == mac_connection_id)
 
 
 def _cancellation_codes(error: ClientError) -> list[str]:
@@ -213,8 +221,8 @@ class SessionStore:
             admitted=item.get("admitted", {"BOOL": True})["BOOL"],
         )
 
-    def _session_from(self, code: str, item: Item | None) -> Session | None:
-        if item is None or not self._live(item):
+    def _session_from(self, code: str, item: Item | None, include_expired: bool = False) -> Session | None:
+        if item is None or not (include_expired or self._live(item)):
             return None
         return Session(
             code=code,
@@ -239,9 +247,7 @@ class SessionStore:
         found: dict[str, Item] = {}
         keys = list(wanted.values())
         while keys:
-            response = self._client.batch_get_item(
-                RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
-            )
+            response = self._client.batch_get_item(RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}})
             for item in response.get("Responses", {}).get(self._table, []):
                 found[item["pk"]["S"]] = item
             unprocessed: Any = response.get("UnprocessedKeys") or {}
@@ -343,12 +349,10 @@ class SessionStore:
 
     # ---- auth ------------------------------------------------------------------
 
-    def validate_session_code(self, code: str) -> Session | None:
+    def validate_session_code(self, code: str, include_expired: bool = False) -> Session | None:
         """The live session with this (normalised) code, if there is one."""
-        item = self._client.get_item(TableName=self._table, Key=_session_key(code), ConsistentRead=True).get(
-            "Item"
-        )
-        return self._session_from(code, item)
+        item = self._client.get_item(TableName=self._table, Key=_session_key(code), ConsistentRead=True).get("Item")
+        return self._session_from(code, item, include_expired)
 
     def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
         """Bind this connection to the session as a browser with the given peer id.
@@ -383,6 +387,7 @@ class SessionStore:
                             "Item": {
                                 **_peer_key(session.code, peer),
                                 "connection_id": {"S": connection_id},
+                                "mac_connection_id": {"S": session.mac_connection_id},
                                 "admitted": {"BOOL": admitted},
                                 "expires_at": {"N": expires_at},
                             },
@@ -427,11 +432,10 @@ class SessionStore:
 
     # ---- relay -----------------------------------------------------------------
 
-    def get_browser(self, code: str, peer: str) -> Browser | None:
-        item = self._client.get_item(
-            TableName=self._table, Key=_peer_key(code, peer), ConsistentRead=True
-        ).get("Item")
-        if item is None or not self._live(item):
+    def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
+        """The browser `peer` of the session this mac-client owns, if it is there."""
+        item = self._client.get_item(TableName=self._table, Key=_peer_key(code, peer), ConsistentRead=True).get("Item")
+        if item is None or not self._live(item) or not _belongs_to(item, mac_connection_id):
             return None
         return Browser(
             peer=peer,
@@ -439,11 +443,15 @@ class SessionStore:
             admitted=item.get("admitted", {"BOOL": True})["BOOL"],
         )
 
-    def list_browsers(self, code: str, include_expired: bool = False) -> list[Browser]:
-        """The session's browsers, with one Query (paged only past 1 MB of items)."""
-        return list(self._iter_browsers(code, include_expired))
+    def list_browsers(self, code: str, mac_connection_id: str, include_expired: bool = False) -> list[Browser]:
+        """The browsers of the session this mac-client owns, with one Query.
 
-    def _iter_browsers(self, code: str, include_expired: bool) -> Iterator[Browser]:
+        Matching on the mac-client keeps apart two sessions that held the same code one
+        after the other (a code is free again once TTL has deleted its session).
+        """
+        return list(self._iter_browsers(code, mac_connection_id, include_expired))
+
+    def _iter_browsers(self, code: str, mac_connection_id: str, include_expired: bool) -> Iterator[Browser]:
         paginator = self._client.get_paginator("query")
         pages = paginator.paginate(
             TableName=self._table,
@@ -453,7 +461,7 @@ class SessionStore:
         )
         for page in pages:
             for item in page.get("Items", []):
-                if include_expired or self._live(item):
+                if (include_expired or self._live(item)) and _belongs_to(item, mac_connection_id):
                     yield Browser(
                         peer=item["sk"]["S"].removeprefix(PEER_PREFIX),
                         connection_id=item["connection_id"]["S"],
@@ -513,9 +521,7 @@ class SessionStore:
                 "ExpressionAttributeValues": {":conn": {"S": connection.connection_id}},
             }
         }
-        delete_connection = {
-            "Delete": {"TableName": self._table, "Key": _connection_key(connection.connection_id)}
-        }
+        delete_connection = {"Delete": {"TableName": self._table, "Key": _connection_key(connection.connection_id)}}
         release_seat = {
             "Update": {
                 "TableName": self._table,
@@ -548,94 +554,106 @@ class SessionStore:
             self.forget_connection(connection.connection_id)
             return False
 
-    def release_expired_session(self, code: str, created_at: int) -> EndedSession | None:
+    def release_expired_session(self, code: str, mac_connection_id: str, created_at: int) -> EndedSession | None:
         """Clean up after DynamoDB's TTL deleted a session whose $disconnect never came.
 
-        The count drops once per session even if the stream delivers the removal twice
-        (a marker item, written in the same transaction, makes the second one a no-op);
-        its browsers are unbound whatever their own expiry. None if already released.
+        One transaction lowers the count and unbinds the session's browsers; a marker
+        item written in it makes a re-delivered stream record a no-op, so the count drops
+        exactly once. Browsers are matched by their mac-client, so a new session that
+        drew the same code before the stream ran is left alone. None if already released.
         """
-        marker = {"pk": {"S": f"S#{code}"}, "sk": {"S": f"#EXPIRED#{created_at}"}}
-        try:
-            self._transact(
-                [
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": {**marker, "expires_at": {"N": str(self._now() + 24 * 3600)}},
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    self._counter_update(-1),
-                ]
-            )
-        except ClientError as error:
-            if not _is_transaction_cancelled(error):
-                raise
-            return None
-        browsers = self.list_browsers(code, include_expired=True)
-        for browser in browsers:
-            self._unbind_browser(code, browser)
-        return EndedSession(code=code, browsers=browsers)
+        marker = {
+            "Put": {
+                "TableName": self._table,
+                "Item": {
+                    "pk": {"S": f"S#{code}"},
+                    "sk": {"S": f"#EXPIRED#{created_at}"},
+                    "expires_at": {"N": str(self._now() + 24 * 3600)},
+                },
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        for _ in range(_END_ATTEMPTS):
+            browsers = self.list_browsers(code, mac_connection_id, include_expired=True)
+            items = [marker, self._counter_update(-1)]
+            for browser in browsers:
+                items += self._unbind_items(code, browser)
+            try:
+                self._transact(items)
+            except ClientError as error:
+                if not _is_transaction_cancelled(error):
+                    raise
+                if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
+                    return None  # released before
+                continue  # a browser left meanwhile: list again
+            return EndedSession(code=code, browsers=browsers)
+        raise StoreError(f"could not release expired session {code[:2]}****")
 
     def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
-        """End a session: its code stops working at once, the count drops, browsers are unbound.
+        """End a session: its code stops working, the count drops and its browsers are
+        unbound, all in one transaction, so a failure part-way leaves the session whole.
 
-        Returns None if the session had already ended (a second $disconnect, or a
-        GoneException seen by two senders at once): ending is idempotent.
+        The transaction requires the session's browser count to equal the browsers just
+        listed, so a browser joining in between makes it retry rather than leave that
+        browser bound to a dead session. Returns None if the session had already ended
+        (a second $disconnect, or a GoneException seen by two senders at once).
         """
-        try:
-            self._transact(
-                [
-                    {
-                        "Delete": {
-                            "TableName": self._table,
-                            "Key": _session_key(code),
-                            "ConditionExpression": "mac_connection_id = :mac",
-                            "ExpressionAttributeValues": {":mac": {"S": mac_connection_id}},
-                        }
-                    },
-                    {"Delete": {"TableName": self._table, "Key": _connection_key(mac_connection_id)}},
-                    self._counter_update(-1),
-                ]
-            )
-        except ClientError as error:
-            if not _is_transaction_cancelled(error):
-                raise
-            self.forget_connection(mac_connection_id)
-            return None
-        # The session item is gone, so no auth can commit from here on (it conditions on
-        # it); a consistent Query now sees every browser that did commit.
-        browsers = self.list_browsers(code)
-        for browser in browsers:
-            self._unbind_browser(code, browser)
-        return EndedSession(code=code, browsers=browsers)
+        for attempt in range(_END_ATTEMPTS):
+            session = self.validate_session_code(code, include_expired=True)
+            if session is None or session.mac_connection_id != mac_connection_id:
+                self.forget_connection(mac_connection_id)
+                return None
+            browsers = self.list_browsers(code, mac_connection_id, include_expired=True)
+            last_attempt = attempt == _END_ATTEMPTS - 1
+            # On the last attempt, end the session even if the count and the list disagree.
+            condition = "mac_connection_id = :mac" + ("" if last_attempt else " AND browser_count = :n")
+            values = {":mac": {"S": mac_connection_id}}
+            if not last_attempt:
+                values[":n"] = {"N": str(len(browsers))}
+            items: list[Item] = [
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": _session_key(code),
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+                {"Delete": {"TableName": self._table, "Key": _connection_key(mac_connection_id)}},
+                self._counter_update(-1),
+            ]
+            for browser in browsers:
+                items += self._unbind_items(code, browser)
+            try:
+                self._transact(items)
+            except ClientError as error:
+                if not _is_transaction_cancelled(error):
+                    raise
+                continue  # someone joined or left meanwhile: look again
+            return EndedSession(code=code, browsers=browsers)
+        raise StoreError(f"could not end session {code[:2]}****")
 
-    def _unbind_browser(self, code: str, browser: Browser) -> None:
-        try:
-            self._transact(
-                [
-                    {"Delete": {"TableName": self._table, "Key": _peer_key(code, browser.peer)}},
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _connection_key(browser.connection_id),
-                            "UpdateExpression": "REMOVE #role, code, peer, mac_connection_id",
-                            "ConditionExpression": "code = :code AND peer = :peer",
-                            "ExpressionAttributeNames": {"#role": "role"},
-                            "ExpressionAttributeValues": {
-                                ":code": {"S": code},
-                                ":peer": {"S": browser.peer},
-                            },
-                        }
-                    },
-                ]
-            )
-        except ClientError as error:
-            if not _is_transaction_cancelled(error):
-                raise
-            # The browser left at the same moment; only its peer item may remain.
-            self._client.delete_item(TableName=self._table, Key=_peer_key(code, browser.peer))
+    def _unbind_items(self, code: str, browser: Browser) -> list[Item]:
+        """Transaction items that take a browser out of a session: its seat and its binding."""
+        return [
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": _peer_key(code, browser.peer),
+                    "ConditionExpression": "connection_id = :conn",
+                    "ExpressionAttributeValues": {":conn": {"S": browser.connection_id}},
+                }
+            },
+            {
+                # Deleting the connection's record unbinds it (it may auth again).
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": _connection_key(browser.connection_id),
+                    "ConditionExpression": "attribute_not_exists(pk) OR (code = :code AND peer = :peer)",
+                    "ExpressionAttributeValues": {":code": {"S": code}, ":peer": {"S": browser.peer}},
+                }
+            },
+        ]
 
     # ---- debug -----------------------------------------------------------------
 

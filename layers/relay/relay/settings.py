@@ -31,9 +31,12 @@ class Settings:
                 raise ValueError(f"{name} must be a positive integer, got {raw!r}")
             return value
 
+        max_browsers = number("MAX_BROWSERS", protocol.DEFAULT_MAX_BROWSERS)
+        if max_browsers > protocol.MAX_BROWSERS_LIMIT:
+            raise ValueError(f"MAX_BROWSERS may be at most {protocol.MAX_BROWSERS_LIMIT}, got {max_browsers}")
         return cls(
             table_name=environ["TABLE_NAME"],
-            max_browsers=number("MAX_BROWSERS", protocol.DEFAULT_MAX_BROWSERS),
+            max_browsers=max_browsers,
             max_auth_attempts=number("MAX_AUTH_ATTEMPTS", protocol.DEFAULT_MAX_AUTH_ATTEMPTS),
             session_ttl_seconds=number("SESSION_TTL_SECONDS", protocol.DEFAULT_SESSION_TTL_SECONDS),
             max_code_attempts=number("MAX_CODE_ATTEMPTS", protocol.DEFAULT_MAX_CODE_ATTEMPTS),
