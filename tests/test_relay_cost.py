@@ -288,8 +288,7 @@ def test_logs_never_contain_a_full_code_or_frame_data(
     mac, code = gateway.register("log-mac")
     typed = f"{code[:3]}-{code[3:]}".lower()
     (reply,) = auth(gateway, gateway.connect(), typed)
-    browser, peer = gateway.connect(), reply["peer"]
-    del browser
+    peer = reply["peer"]
     second, _ = gateway.join(code)
     auth(gateway, gateway.connect(), other_well_formed_code(code))
     auth(gateway, second, code)  # already bound
