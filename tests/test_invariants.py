@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from moto import mock_aws
-from relay import protocol
+from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
 from tests.conftest import REGION, TABLE_NAME, create_sessions_table, reset_relay_caches
@@ -365,10 +365,23 @@ def aws_session() -> boto3.Session:
 
 
 class RelayMachine(RuleBasedStateMachine):
+    # Codes handed out in turn from this pool, if set, so that codes come back after
+    # their sessions end (which random six-character codes practically never do).
+    CODE_POOL: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         super().__init__()
         self._environment = mock.patch.dict(os.environ, ENVIRONMENT)
         self._environment.start()
+        self._code_pool = None
+        if self.CODE_POOL:
+            # In turn, so that a free code is always found within the attempt bound.
+            os.environ["MAX_CODE_ATTEMPTS"] = str(len(self.CODE_POOL))
+            self._code_pool = mock.patch.object(
+                session_codes, "generate_session_code", itertools.cycle(self.CODE_POOL).__next__
+            )
+            self._code_pool.start()
+        self.exhausted = 0  # registrations refused because every pooled code was live
         for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL") and n not in ENVIRONMENT]:
             del os.environ[name]
         self._aws = mock_aws()
@@ -393,6 +406,8 @@ class RelayMachine(RuleBasedStateMachine):
         reset_expiry_relay()
         boto3.DEFAULT_SESSION = None
         self._aws.stop()
+        if self._code_pool is not None:
+            self._code_pool.stop()
         self._environment.stop()
 
     # ---- driving clients ---------------------------------------------------------
@@ -441,7 +456,13 @@ class RelayMachine(RuleBasedStateMachine):
         if approve:
             body["approve"] = True
         received = self.client_says(self.connection(which), body, must_answer=True)
-        self.codes += [m["code"] for m in received if m["type"] == MessageType.REGISTERED]
+        handed_out = [m["code"] for m in received if m["type"] == MessageType.REGISTERED]
+        if set(handed_out) & set(self.codes):
+            event("a code came back")
+        self.codes += handed_out
+        if protocol.error(ErrorCode.INTERNAL_ERROR) in received:
+            assert set(self.CODE_POOL) <= set(read_table(self.dynamodb).sessions), "refused with codes free"
+            self.exhausted += 1
 
     @rule(which=pick, code=pick, form=st.sampled_from(sorted(typed_forms)))
     def auth(self, which: int, code: int, form: str) -> None:
@@ -528,9 +549,10 @@ class RelayMachine(RuleBasedStateMachine):
         for code, session in state.sessions.items():
             assert text(session, "mac_connection_id") in told[code], code
         # No handler raised: each logs what it swallows, and answers the client internal_error.
-        assert self.failures.messages() == []
+        # The one expected failure is a registration refused while every pooled code is live.
+        assert len(self.failures.messages()) == self.exhausted, self.failures.messages()
         errors = [m for messages in self.gateway.sent.values() for m in messages if m["type"] == "error"]
-        assert [m for m in errors if m["error"] == ErrorCode.INTERNAL_ERROR] == []
+        assert len([m for m in errors if m["error"] == ErrorCode.INTERNAL_ERROR]) == self.exhausted
 
 
 RelayMachine.TestCase.settings = settings(
@@ -540,6 +562,33 @@ RelayMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestRelayInvariants = RelayMachine.TestCase
+
+
+class ReusedCodesMachine(RelayMachine):
+    """The same rules with two codes in all: ended and expired sessions' codes are
+    handed out again while their former browsers and records are still around."""
+
+    CODE_POOL = ("K7M2QX", "H4W9PZ")
+
+    @rule(which=pick, approve=st.booleans())
+    def a_session_ends_and_a_newcomer_takes_its_code(self, which: int, approve: bool) -> None:
+        sessions = read_table(self.dynamodb).sessions
+        if sessions:
+            ending = sorted(sessions)[which % len(sessions)]
+            mac = text(sessions[ending], "mac_connection_id")
+            assert mac is not None
+            self.gateway.disconnect(mac)
+        if len(self.connection_ids) < MAX_CONNECTIONS:
+            self.connect()
+            self.register(len(self.connection_ids) - 1, approve)
+
+
+ReusedCodesMachine.TestCase.settings = settings(
+    RelayMachine.TestCase.settings,
+    max_examples=int(os.environ.get("RELAY_INVARIANT_REUSED_CODE_EXAMPLES", "12")),
+    stateful_step_count=20,
+)
+TestRelayInvariantsWithReusedCodes = ReusedCodesMachine.TestCase
 
 
 def test_the_invariant_checker_catches_a_browser_left_in_a_dead_session(gateway: Gateway, dynamodb: Any) -> None:
