@@ -153,6 +153,12 @@ class RelayLocal:
         for layer_path in {path for function in template.functions.values() for path in function.layer_paths}:
             if not layer_path.is_dir():
                 raise StartupError(f"Layer content {layer_path} does not exist")
+        running = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        runtimes = sorted({function.runtime for function in template.functions.values()} - {running, ""})
+        if runtimes:
+            template.warnings.append(
+                f"functions run on this interpreter ({running}), not on the template's {', '.join(runtimes)}"
+            )
         for warning in template.warnings:
             log.warning("%s", warning)
         self.template = template
@@ -334,8 +340,19 @@ class RelayLocal:
             function = self.template.functions[function_id]
             for root in (function.code_dir, *function.layer_paths):
                 roots.setdefault(str(root), []).append(pool)
-        async for changes in awatch(*roots, watch_filter=lambda _change, path: path.endswith(".py")):
+        template_path = str(self.template.path.resolve())
+        watched = [*roots, template_path]
+
+        def relevant(_change: object, path: str) -> bool:
+            return path.endswith(".py") or path == template_path
+
+        async for changes in awatch(*watched, watch_filter=relevant):
             changed = [path for _change, path in changes]
+            if template_path in changed:
+                log.warning("%s changed: restart relay-local to serve the new template", template_path)
+                changed.remove(template_path)
+                if not changed:
+                    continue
             affected = {
                 pool
                 for root, pools in roots.items()

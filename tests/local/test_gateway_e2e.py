@@ -290,6 +290,14 @@ def test_connect_that_raises_fails_the_upgrade_with_500(relay: RelayLocalProcess
     assert body["message"] == "Internal server error"
 
 
+def test_connect_can_choose_the_subprotocol(relay: RelayLocalProcess) -> None:
+    async def scenario() -> str | None:
+        async with connect(relay.ws_url + "?mode=protocol", subprotocols=["other", "fixture.v1"]) as ws:  # type: ignore[list-item]
+            return ws.subprotocol
+
+    assert run(scenario()) == "fixture.v1"
+
+
 def test_an_unknown_path_is_refused(relay: RelayLocalProcess) -> None:
     async def scenario() -> int:
         with pytest.raises(InvalidStatus) as rejected:
