@@ -15,6 +15,12 @@ from tests.relay_harness import Gateway, load_template
 TABLE_NAME = "relay-sessions-test"
 REGION = "us-east-1"
 
+# Powertools reads these when relay.observability is first imported, which a test module
+# may do before any fixture runs; take them from the template, as deployed.
+_GLOBAL_ENVIRONMENT = load_template()["Globals"]["Function"]["Environment"]["Variables"]
+for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+    os.environ.setdefault(_name, str(_GLOBAL_ENVIRONMENT[_name]))
+
 
 def sessions_table_definition() -> dict[str, Any]:
     """The table's key schema and TTL exactly as template.yaml declares them."""
@@ -57,8 +63,8 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("TABLE_NAME", TABLE_NAME)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "pairing-relay")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "PairingRelay")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", str(_GLOBAL_ENVIRONMENT["POWERTOOLS_SERVICE_NAME"]))
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", str(_GLOBAL_ENVIRONMENT["POWERTOOLS_METRICS_NAMESPACE"]))
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     return
 

@@ -163,7 +163,7 @@ class Gateway:
         assert self.route_selection == "$request.body.action"
         try:
             action = json.loads(body).get("action")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return "$default"
         return action if isinstance(action, str) and action in self.routes else "$default"
 

@@ -14,7 +14,7 @@ from relay.websocket_event import WebSocketEvent
 ALLOWED_ORIGINS = parse_allowed_origins(os.environ.get("ALLOWED_ORIGINS", "*"))
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = WebSocketEvent.from_lambda(raw_event)

@@ -9,7 +9,7 @@ from relay.websocket_route import session_store
 TEXT = {"content-type": "text/plain; charset=utf-8"}
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:

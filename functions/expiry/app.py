@@ -30,7 +30,7 @@ def expire(record: DynamoDBRecord) -> None:
         relay_for_configured_endpoint().expire_session(*expired)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=expire, processor=processor, context=context)

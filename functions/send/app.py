@@ -9,7 +9,7 @@ from relay.websocket_event import WebSocketEvent
 from relay.websocket_route import answer_client_message
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = WebSocketEvent.from_lambda(raw_event)
