@@ -305,3 +305,30 @@ def test_cleanup_of_an_expired_session_leaves_a_newer_session_with_the_same_code
     assert_invariants(relay, dynamodb)
     relay.message(new_browser, {"action": "send", "data": "still here"})
     assert relay.last(new_mac) == protocol.frame(new_peer, "still here")
+
+
+def test_two_sessions_that_held_one_code_each_lower_the_count_when_they_expire(
+    relay: Gateway, dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the reused-codes invariant machine: a code can come back within the
+    second its previous session was created in, and both sessions can expire."""
+    code = "K7M2QX"
+    monkeypatch.setattr(session_codes, "generate_session_code", lambda: code)
+    relay.register("first-mac")
+    first = ttl_removal(dynamodb, code)
+    assert invoke_expiry(relay, [first]) == NO_FAILURES
+    second_mac, _ = relay.register("second-mac")
+    # Created in the same second as the first one, as a quick reuse can be.
+    dynamodb.update_item(
+        TableName=TABLE_NAME,
+        Key=session_key(code),
+        UpdateExpression="SET created_at = :first",
+        ExpressionAttributeValues={":first": first["dynamodb"]["OldImage"]["created_at"]},
+    )
+    assert debug_count(relay) == 1
+
+    assert invoke_expiry(relay, [ttl_removal(dynamodb, code)]) == NO_FAILURES
+
+    assert debug_count(relay) == 0
+    assert second_mac in relay.closed_by_relay
+    assert_invariants(relay, dynamodb)
