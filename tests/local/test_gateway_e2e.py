@@ -551,6 +551,11 @@ def test_http_responses_follow_payload_v2_rules(relay: RelayLocalProcess) -> Non
     assert headers["Content-Type"].startswith("application/json")
 
 
+def test_http_handler_that_raises_gives_api_gateways_500(relay: RelayLocalProcess) -> None:
+    status, _, body = http(relay, "/hello/raise")
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+
+
 def test_http_unknown_route_is_404_and_static_files_are_served(relay: RelayLocalProcess) -> None:
     status, _, body = http(relay, "/no/such/route")
     assert (status, json.loads(body)) == (404, {"message": "Not Found"})

@@ -103,6 +103,16 @@ def test_a_binary_frame_closes_the_connection_with_1003(relay: RelayLocalProcess
     assert event["requestContext"]["disconnectStatusCode"] == 1003
 
 
+def test_a_text_frame_that_is_not_utf8_closes_the_connection_with_1007(relay: RelayLocalProcess) -> None:
+    async def scenario() -> int | None:
+        async with connect(relay.ws_url) as ws:
+            await ws.send(b'{"action":"echo","bad":"\xff"}', text=True)
+            code, _ = await closed_with(ws)
+            return code
+
+    assert asyncio.run(scenario()) == 1007
+
+
 def test_a_frame_of_32_kb_passes_and_one_byte_more_closes_with_1009(relay: RelayLocalProcess, record_dir: Path) -> None:
     async def scenario() -> tuple[dict[str, Any], str, int | None]:
         async with connect(relay.ws_url) as ws:
