@@ -87,7 +87,7 @@ class RouteSelector:
         """The route key for this message, `$default`, or None when nothing matches."""
         try:
             value: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse
             value = None
         for key in self.path:
             value = value.get(key) if isinstance(value, dict) else None

@@ -269,6 +269,11 @@ def test_route_selection_follows_a_nested_body_path() -> None:
     assert selector.select('{"kind": "go"}') == "$default"
 
 
+def test_route_selection_sends_json_nested_too_deeply_to_default() -> None:
+    selector = RouteSelector(_api("$request.body.action", ["go", "$default"]))
+    assert selector.select("[" * 100_000 + "]" * 100_000) == "$default"
+
+
 def test_route_selection_without_default_route_matches_nothing() -> None:
     selector = RouteSelector(_api("$request.body.action", ["go"]))
     assert selector.select('{"action": "go"}') == "go"
