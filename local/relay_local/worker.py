@@ -77,7 +77,7 @@ def _isolate_import_path(code_dir: str, layer_paths: list[str]) -> None:
 def _send(channel: socket.socket, message: dict[str, Any]) -> None:
     try:
         line = json.dumps(message, separators=(",", ":"))
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:
         line = json.dumps({"id": message.get("id"), "error": _error_payload(error, "Runtime.MarshalError")})
     channel.sendall(line.encode("utf-8") + b"\n")
 
