@@ -567,7 +567,9 @@ class SessionStore:
                 "TableName": self._table,
                 "Item": {
                     "pk": {"S": f"S#{code}"},
-                    "sk": {"S": f"#EXPIRED#{created_at}"},
+                    # The mac-client's connection id tells apart two sessions that held
+                    # the same code and were created in the same second.
+                    "sk": {"S": f"#EXPIRED#{created_at}#{mac_connection_id}"},
                     "expires_at": {"N": str(self._now() + 24 * 3600)},
                 },
                 "ConditionExpression": "attribute_not_exists(pk)",
