@@ -551,8 +551,9 @@ def test_http_responses_follow_payload_v2_rules(relay: RelayLocalProcess) -> Non
     assert headers["Content-Type"].startswith("application/json")
 
 
-def test_http_handler_that_raises_gives_api_gateways_500(relay: RelayLocalProcess) -> None:
-    status, _, body = http(relay, "/hello/raise")
+@pytest.mark.parametrize("name", ["raise", "unserialisable"])
+def test_http_handler_failure_gives_api_gateways_500(relay: RelayLocalProcess, name: str) -> None:
+    status, _, body = http(relay, f"/hello/{name}")
     assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
 
 
