@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from moto.events.models import EventPattern
 from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
 from tests.conftest import TABLE_NAME
-from tests.relay_harness import Gateway
+from tests.relay_harness import Gateway, load_template
 from tests.test_invariants import (
     MANAGEMENT_ENDPOINT,
     assert_invariants,
@@ -332,3 +333,33 @@ def test_two_sessions_that_held_one_code_each_lower_the_count_when_they_expire(
     assert debug_count(relay) == 0
     assert second_mac in relay.closed_by_relay
     assert_invariants(relay, dynamodb)
+
+
+# ---- the template's stream filter ------------------------------------------------------
+
+
+def expiry_filter_patterns() -> list[EventPattern]:
+    """The FilterCriteria on ExpiryFunction's stream event, as template.yaml declares them."""
+    function = load_template()["Resources"]["ExpiryFunction"]["Properties"]
+    (stream,) = [e["Properties"] for e in function["Events"].values() if e["Type"] == "DynamoDB"]
+    return [EventPattern.load(f["Pattern"]) for f in stream["FilterCriteria"]["Filters"]]
+
+
+def passes_filter(record: dict[str, Any]) -> bool:
+    # Lambda applies the filters with EventBridge's pattern rules; moto implements them.
+    return any(pattern.matches_event(cast(Any, record)) for pattern in expiry_filter_patterns())
+
+
+def test_the_stream_filter_lets_through_ttl_removals_only(relay: Gateway, dynamodb: Any) -> None:
+    _, code = relay.register()
+    meta = dynamodb.get_item(TableName=TABLE_NAME, Key=session_key(code))["Item"]
+    by_user = stream_removal_record(meta, by_ttl=False)
+    by_other_service = stream_removal_record(meta)
+    by_other_service["userIdentity"] = {"type": "Service", "principalId": "backup.amazonaws.com"}
+    modified = stream_removal_record(meta)
+    modified["eventName"] = "MODIFY"
+
+    assert passes_filter(ttl_removal(dynamodb, code))
+    assert not passes_filter(by_user)
+    assert not passes_filter(by_other_service)
+    assert not passes_filter(modified)
