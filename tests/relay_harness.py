@@ -154,10 +154,22 @@ class Gateway:
             self.current_function = None
 
     def connect(self) -> str:
-        connection_id = self.new_connection_id()
-        result = self.invoke("$connect", self._event("connect", connection_id))
-        assert result["statusCode"] == 200
+        connection_id, status = self.try_connect()
+        assert status == 200
         return connection_id
+
+    def try_connect(self, headers: dict[str, str] | None = None) -> tuple[str, int]:
+        """Run $connect with the fixture's headers, minus Origin, plus `headers`."""
+        connection_id = self.new_connection_id()
+        event = self._event("connect", connection_id)
+        for name in list(event["headers"]):
+            if name.lower() == "origin":
+                del event["headers"][name]
+                event["multiValueHeaders"].pop(name, None)
+        for name, value in (headers or {}).items():
+            event["headers"][name] = value
+            event["multiValueHeaders"][name] = [value]
+        return connection_id, int(self.invoke("$connect", event)["statusCode"])
 
     def select_route(self, body: str) -> str:
         assert self.route_selection == "$request.body.action"
@@ -167,13 +179,17 @@ class Gateway:
             return "$default"
         return action if isinstance(action, str) and action in self.routes else "$default"
 
-    def message(self, connection_id: str, body: str | dict[str, Any]) -> list[dict[str, Any]]:
+    def message(
+        self, connection_id: str, body: str | dict[str, Any], source_ip: str | None = None
+    ) -> list[dict[str, Any]]:
         """Send a client message; returns what this connection received because of it."""
         text = body if isinstance(body, str) else json.dumps(body)
         route = self.select_route(text)
         fixture = {"register": "register", "auth": "auth", "send": "send"}.get(route, "default")
         before = len(self.sent[connection_id])
         event = self._event(fixture, connection_id, body=text, requestContext={"routeKey": route})
+        if source_ip is not None:
+            event["requestContext"]["identity"]["sourceIp"] = source_ip
         result = self.invoke(route, event)
         assert result == {"statusCode": 200}, result
         return self.sent[connection_id][before:]
