@@ -20,7 +20,7 @@ from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
 from tests.conftest import TABLE_NAME
-from tests.relay_harness import Gateway, load_template
+from tests.relay_harness import Gateway, load_event, load_template
 from tests.test_invariants import (
     MANAGEMENT_ENDPOINT,
     assert_invariants,
@@ -363,3 +363,16 @@ def test_the_stream_filter_lets_through_ttl_removals_only(relay: Gateway, dynamo
     assert not passes_filter(by_user)
     assert not passes_filter(by_other_service)
     assert not passes_filter(modified)
+
+
+def test_simulated_records_are_shaped_like_the_expiry_fixture(relay: Gateway, dynamodb: Any) -> None:
+    (fixture,) = load_event("expiry")["Records"]
+    _, code = relay.register()
+
+    record = ttl_removal(dynamodb, code)
+
+    assert record.keys() == fixture.keys()
+    assert record["dynamodb"].keys() == fixture["dynamodb"].keys()
+    assert record["dynamodb"]["OldImage"].keys() == fixture["dynamodb"]["OldImage"].keys()
+    assert record["userIdentity"] == fixture["userIdentity"]
+    assert passes_filter(fixture)
