@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING
@@ -89,10 +89,16 @@ class ManagementApi:
         return Delivery.DELIVERED
 
     def post_many(self, messages: Mapping[str, protocol.Message]) -> dict[str, Delivery]:
-        """Post to several connections at once; raises the first unexpected error."""
+        """Post to several connections at once.
+
+        Every post is finished (delivered or failed) before this returns or raises, so an
+        error report to the sender never overtakes frames still on their way; the first
+        unexpected error is then raised.
+        """
         if len(messages) <= 1:
             return {cid: self.post(cid, message) for cid, message in messages.items()}
         futures = {cid: _POSTERS.submit(self.post, cid, message) for cid, message in messages.items()}
+        wait(futures.values())
         return {cid: future.result() for cid, future in futures.items()}
 
     def close(self, connection_id: str) -> None:

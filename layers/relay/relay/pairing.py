@@ -6,6 +6,8 @@ connections) and answers each client request with at most one reply to its sende
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError
+
 from relay import protocol, session_codes
 from relay.management_api import Delivery, ManagementApi
 from relay.observability import Metric, count, logger
@@ -96,19 +98,38 @@ class Relay:
             self._failed_auth(connection_id, source_ip)
             return
         logger.info("browser joined", extra={"code": protocol.redact_code(code), "peer": peer, "admitted": admitted})
-        if admitted:
-            self.reply(connection_id, protocol.authenticated(code, peer))
-            to_mac = protocol.peer_joined(peer)
-        else:
-            self.reply(connection_id, protocol.pending())
-            to_mac = protocol.join_request(peer, source_ip, user_agent)
-        if self.reply(session.mac_connection_id, to_mac) is Delivery.GONE:
-            self.end_session(code, session.mac_connection_id)
-        # If the mac-client left at this very moment, its session_closed may have reached
-        # this browser before our reply did: make sure the browser's last word is the truth.
-        now = self.store.get_connection(connection_id)
-        if now is None or now.code != code:
-            self.reply(connection_id, protocol.session_closed())
+        browser = Connection(
+            connection_id=connection_id,
+            role=Role.BROWSER,
+            code=code,
+            peer=peer,
+            mac_connection_id=session.mac_connection_id,
+        )
+        to_mac = protocol.peer_joined(peer) if admitted else protocol.join_request(peer, source_ip, user_agent)
+        # The mac-client hears first: if it cannot be told, the browser is not let in.
+        try:
+            told_mac = self.connections.post(session.mac_connection_id, to_mac)
+        except Exception:
+            self.store.remove_browser(browser)
+            raise
+        if told_mac is Delivery.GONE:
+            # The session died with its mac-client: the code no longer opens anything.
+            self.end_session(code, session.mac_connection_id, spare=connection_id)
+            self.reply_error(connection_id, ErrorCode.INVALID_CODE)
+            return
+        self.reply(connection_id, protocol.authenticated(code, peer) if admitted else protocol.pending())
+        self._confirm_still_bound(browser)
+
+    def _confirm_still_bound(self, browser: Connection) -> None:
+        """If the mac-client left at this very moment, its session_closed may have reached
+        the browser before our reply did: make sure the browser's last word is the truth."""
+        try:
+            now = self.store.get_connection(browser.connection_id)
+        except ClientError:
+            logger.warning("could not confirm the new browser's binding", exc_info=True)
+            return
+        if now is None or now.code != browser.code:
+            self.reply(browser.connection_id, protocol.session_closed())
 
     def _failed_auth(self, connection_id: str, source_ip: str) -> None:
         count(Metric.AUTH_FAILURES)
