@@ -61,9 +61,7 @@ def test_codes_are_normalised_before_comparison(typed: str, normalised: str) -> 
     assert protocol.is_well_formed_code(protocol.normalise_code(typed))
 
 
-@pytest.mark.parametrize(
-    "code", ["", "K7M2Q", "K7M2QXA", "K7M2Q0", "K7M2QO", "K7M2Q1", "K7M2QI", "K7M2QL", "K7M2Q!"]
-)
+@pytest.mark.parametrize("code", ["", "K7M2Q", "K7M2QXA", "K7M2Q0", "K7M2QO", "K7M2Q1", "K7M2QI", "K7M2QL", "K7M2Q!"])
 def test_malformed_codes_are_rejected(code: str) -> None:
     assert not protocol.is_well_formed_code(code)
 

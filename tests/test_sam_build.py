@@ -108,9 +108,7 @@ def test_sam_build_layer_holds_the_relay_package_and_powertools(built: Path) -> 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sam_build_layer_binaries_are_arm64(built: Path) -> None:
-    machines = {
-        str(path.relative_to(built)): elf_machine(path) for path in (built / "RelayLayer").rglob("*.so*")
-    }
+    machines = {str(path.relative_to(built)): elf_machine(path) for path in (built / "RelayLayer").rglob("*.so*")}
     wrong = {name: machine for name, machine in machines.items() if machine not in (None, EM_AARCH64)}
     assert wrong == {}, "layer contains binaries for another architecture"
 
@@ -118,9 +116,7 @@ def test_sam_build_layer_binaries_are_arm64(built: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sam_build_template_points_at_the_built_artifacts(built: Path) -> None:
-    template: dict[str, Any] = yaml.load(
-        (built / "template.yaml").read_text(encoding="utf-8"), Loader=_CfnLoader
-    )
+    template: dict[str, Any] = yaml.load((built / "template.yaml").read_text(encoding="utf-8"), Loader=_CfnLoader)
     resources = template["Resources"]
     for logical_id in FUNCTIONS:
         properties = resources[logical_id]["Properties"]
