@@ -13,6 +13,7 @@ SDK in the function.
 
 from __future__ import annotations
 
+import warnings
 from enum import StrEnum
 
 from aws_lambda_powertools import Logger, Metrics
@@ -20,6 +21,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 logger = Logger()
 metrics = Metrics()
+
+# Most invocations (a ping, a disconnect) have nothing to count; Powertools would print a
+# UserWarning to the function's log for each of them.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 
 class Metric(StrEnum):
