@@ -154,9 +154,31 @@ def _transact_write_items_with_partition_rollback(self: Any, transact_items: lis
         raise
 
 
+_moto_query = Table.query
+
+
+def _query_one_partition(self: Any, hash_key: Any, *arguments: Any, **keywords: Any) -> Any:
+    """moto's Query on the table, shown only the partition the key condition names.
+
+    moto answers a Query by sorting every item of the table and filtering (a minute a
+    Query at 400,000 items); DynamoDB reads the one partition. The items outside it
+    cannot match the key condition, so the answer is the same.
+    """
+    if keywords.get("index_name") is not None or hash_key is None:
+        return _moto_query(self, hash_key, *arguments, **keywords)
+    everything = self.items
+    self.items = {hash_key: everything[hash_key]} if hash_key in everything else {}
+    try:
+        return _moto_query(self, hash_key, *arguments, **keywords)
+    finally:
+        self.items = everything
+
+
 def use_partition_rollback() -> None:
+    """Make moto's cost per request independent of the table's size, as DynamoDB's is."""
     vars(moto_dynamodb_models)["copy"] = _TablesPassThroughCopy
     DynamoDBBackend.transact_write_items = _transact_write_items_with_partition_rollback  # type: ignore[method-assign]
+    Table.query = _query_one_partition  # type: ignore[method-assign]
 
 
 def populate(client: Any, sessions: int) -> None:
