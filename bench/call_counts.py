@@ -174,11 +174,22 @@ def _query_one_partition(self: Any, hash_key: Any, *arguments: Any, **keywords: 
         self.items = everything
 
 
-def use_partition_rollback() -> None:
-    """Make moto's cost per request independent of the table's size, as DynamoDB's is."""
+@contextmanager
+def moto_at_dynamodb_cost() -> Iterator[None]:
+    """moto's cost per request independent of the table's size, as DynamoDB's is.
+
+    For this process's in-process moto only, and undone on leaving: the Query patch
+    swaps a table's items for a moment, which only a single-threaded caller may do.
+    """
     vars(moto_dynamodb_models)["copy"] = _TablesPassThroughCopy
     DynamoDBBackend.transact_write_items = _transact_write_items_with_partition_rollback  # type: ignore[method-assign]
     Table.query = _query_one_partition  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        vars(moto_dynamodb_models)["copy"] = copy
+        DynamoDBBackend.transact_write_items = _moto_transact_write_items  # type: ignore[method-assign]
+        Table.query = _moto_query  # type: ignore[method-assign]
 
 
 def populate(client: Any, sessions: int) -> None:
@@ -316,6 +327,7 @@ def operations(gateway: Gateway) -> list[tuple[str | None, int, Callable[[], obj
 def measure(sessions: int) -> tuple[dict[str, dict[str, Any]], float]:
     # The handlers print their metrics (CloudWatch EMF) to stdout, which is our table's.
     with (
+        moto_at_dynamodb_cost(),
         relay_over_moto(sessions) as (gateway, recorder, populate_seconds),
         open(os.devnull, "w") as sink,
         contextlib.redirect_stdout(sink),
