@@ -455,14 +455,19 @@ class RelayMachine(RuleBasedStateMachine):
         body: dict[str, Any] = {"action": "register", "client_id": "mac"}
         if approve:
             body["approve"] = True
+        failures_before = len(self.failures.records)
         received = self.client_says(self.connection(which), body, must_answer=True)
         handed_out = [m["code"] for m in received if m["type"] == MessageType.REGISTERED]
         if set(handed_out) & set(self.codes):
             event("a code came back")
         self.codes += handed_out
-        if protocol.error(ErrorCode.INTERNAL_ERROR) in received:
-            assert set(self.CODE_POOL) <= set(read_table(self.dynamodb).sessions), "refused with codes free"
-            self.exhausted += 1
+        # Logged (and answered internal_error, unless the caller is gone) only when no code
+        # was free.
+        if len(self.failures.records) > failures_before:
+            live = set(read_table(self.dynamodb).sessions)
+            assert self.CODE_POOL, self.failures.messages()
+            assert set(self.CODE_POOL) <= live, ("refused with codes free", self.failures.messages())
+            self.exhausted += len(self.failures.records) - failures_before
 
     @rule(which=pick, code=pick, form=st.sampled_from(sorted(typed_forms)))
     def auth(self, which: int, code: int, form: str) -> None:
@@ -552,7 +557,7 @@ class RelayMachine(RuleBasedStateMachine):
         # The one expected failure is a registration refused while every pooled code is live.
         assert len(self.failures.messages()) == self.exhausted, self.failures.messages()
         errors = [m for messages in self.gateway.sent.values() for m in messages if m["type"] == "error"]
-        assert len([m for m in errors if m["error"] == ErrorCode.INTERNAL_ERROR]) == self.exhausted
+        assert len([m for m in errors if m["error"] == ErrorCode.INTERNAL_ERROR]) <= self.exhausted
 
 
 RelayMachine.TestCase.settings = settings(
