@@ -25,7 +25,8 @@ from typing import Any
 from benchlib import REGION, RESULTS, ROOT, print_table, write_results
 from capacity import UnitRecorder
 
-# US East (N. Virginia) list prices, checked 2026-11-26 against the pricing pages:
+# US East (N. Virginia) list prices as AWS publishes them on these pages. They were not
+# re-read from this machine (it has no network): check them before quoting a figure.
 # https://aws.amazon.com/api-gateway/pricing/ (WebSocket APIs, first billion messages)
 # https://aws.amazon.com/lambda/pricing/ (Arm, first 7.5 billion GB-seconds)
 # https://aws.amazon.com/dynamodb/pricing/on-demand/ (since the November 2024 price cut)
