@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -77,13 +78,22 @@ def dynamodb(aws_environment: None) -> Iterator[Any]:
         yield client
 
 
-@pytest.fixture
-def gateway(dynamodb: Any) -> Iterator[Gateway]:
-    """The real handlers behind a simulated API Gateway, over moto's DynamoDB."""
+@contextmanager
+def observed_gateway() -> Iterator[Gateway]:
+    """A Gateway whose handlers start cold (fresh clients) and whose posts are observed."""
     reset_relay_caches()
     boto3.setup_default_session(region_name=REGION)
     gw = Gateway()
     gw.observe(boto3.DEFAULT_SESSION.events)
-    yield gw
-    reset_relay_caches()
-    boto3.DEFAULT_SESSION = None
+    try:
+        yield gw
+    finally:
+        reset_relay_caches()
+        boto3.DEFAULT_SESSION = None
+
+
+@pytest.fixture
+def gateway(dynamodb: Any) -> Iterator[Gateway]:
+    """The real handlers behind a simulated API Gateway, over moto's DynamoDB."""
+    with observed_gateway() as gw:
+        yield gw

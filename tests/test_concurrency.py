@@ -19,7 +19,7 @@ import requests
 from relay import protocol, session_codes
 from relay_local.dynamodb import EmbeddedDynamoDb
 
-from tests.conftest import REGION, create_sessions_table, reset_relay_caches
+from tests.conftest import REGION, create_sessions_table, observed_gateway
 from tests.relay_harness import Gateway
 
 SMALL_ALPHABET = protocol.CODE_ALPHABET[:2]  # 2**6 = 64 possible codes
@@ -45,13 +45,8 @@ def moto_server(aws_environment: None, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 @pytest.fixture
 def server_gateway(moto_server: str) -> Iterator[Gateway]:
-    reset_relay_caches()
-    boto3.setup_default_session(region_name=REGION)
-    gw = Gateway()
-    gw.observe(boto3.DEFAULT_SESSION.events)
-    yield gw
-    reset_relay_caches()
-    boto3.DEFAULT_SESSION = None
+    with observed_gateway() as gw:
+        yield gw
 
 
 @pytest.fixture

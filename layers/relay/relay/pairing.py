@@ -195,15 +195,7 @@ class Relay:
             count(Metric.FRAMES_RELAYED, delivered)
         for browser in browsers:
             if deliveries[browser.connection_id] is Delivery.GONE:
-                self.remove_browser(
-                    Connection(
-                        connection_id=browser.connection_id,
-                        role=Role.BROWSER,
-                        code=mac.code,
-                        peer=browser.peer,
-                        mac_connection_id=mac.connection_id,
-                    )
-                )
+                self.remove_browser(_as_connection(browser, mac))
         if any(d is Delivery.TOO_LARGE for d in deliveries.values()):
             self._reject_payload(mac.connection_id)
 
@@ -231,15 +223,7 @@ class Relay:
             return
         mac, browser = found
         assert mac.code is not None
-        removed = self.store.remove_browser(
-            Connection(
-                connection_id=browser.connection_id,
-                role=Role.BROWSER,
-                code=mac.code,
-                peer=browser.peer,
-                mac_connection_id=mac.connection_id,
-            )
-        )
+        removed = self.store.remove_browser(_as_connection(browser, mac))
         if removed:
             logger.info("browser kicked", extra={"peer": browser.peer})
             self.connections.post(browser.connection_id, protocol.kicked())
@@ -257,15 +241,7 @@ class Relay:
         logger.info("browser admitted", extra={"peer": browser.peer})
         delivery = self.connections.post(browser.connection_id, protocol.authenticated(mac.code, browser.peer))
         if delivery is Delivery.GONE:
-            self.remove_browser(
-                Connection(
-                    connection_id=browser.connection_id,
-                    role=Role.BROWSER,
-                    code=mac.code,
-                    peer=browser.peer,
-                    mac_connection_id=mac.connection_id,
-                )
-            )
+            self.remove_browser(_as_connection(browser, mac))
             return
         self.reply(connection_id, protocol.peer_joined(browser.peer))
 
@@ -312,3 +288,14 @@ class Relay:
         left = self.reply(browser.mac_connection_id, protocol.peer_left(browser.peer))
         if left is Delivery.GONE:
             self.end_session(browser.code, browser.mac_connection_id)
+
+
+def _as_connection(browser: Browser, mac: Connection) -> Connection:
+    """A browser of the mac-client's session, as its connection record describes it."""
+    return Connection(
+        connection_id=browser.connection_id,
+        role=Role.BROWSER,
+        code=mac.code,
+        peer=browser.peer,
+        mac_connection_id=mac.connection_id,
+    )
