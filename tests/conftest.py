@@ -55,7 +55,7 @@ def reset_relay_caches() -> None:
 
 
 @pytest.fixture
-def aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("AWS_ENDPOINT_URL"):
             monkeypatch.delenv(name)
@@ -66,8 +66,6 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TABLE_NAME", TABLE_NAME)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", str(_GLOBAL_ENVIRONMENT["POWERTOOLS_SERVICE_NAME"]))
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", str(_GLOBAL_ENVIRONMENT["POWERTOOLS_METRICS_NAMESPACE"]))
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    return
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def _function_id(route: dict[str, Any]) -> str:
     arn = route["FunctionArn"]
     # !GetAtt X.Arn parses to {"Fn::GetAtt": ["X", "Arn"]} (or "X.Arn").
     target = arn["Fn::GetAtt"]
-    return (target[0] if isinstance(target, list) else target.split(".")[0]).strip()
+    return str(target[0] if isinstance(target, list) else target.split(".")[0]).strip()
 
 
 def load_handler(template: dict[str, Any], function_id: str) -> Any:
