@@ -51,6 +51,7 @@ def reset_relay_caches() -> None:
 
     websocket_route.session_store.cache_clear()
     websocket_route.relay_for.cache_clear()
+    websocket_route.relay_for_configured_endpoint.cache_clear()
     management_api.management_client.cache_clear()
 
 
