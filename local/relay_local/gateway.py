@@ -234,6 +234,10 @@ class WebSocketConnection(asyncio.Protocol):
         assert self.transport is not None
         url = urlsplit(request.path)
         stage = self.gateway.settings.stage
+        if self.gateway.stopping:
+            # Shutting down: a client that reconnects now must not land on a dying relay.
+            self._reject(503, {"message": "Service Unavailable"})
+            return
         if url.path.rstrip("/") not in ("", f"/{stage}"):
             self._reject(403, {"message": "Forbidden"})
             return

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.local.relay_process import (
     EFFECT_TIMEOUT,
     FIXTURES,
     RelayLocalProcess,
     free_port,
+    read_records,
     start_relay_local,
     wait_for_record,
 )
@@ -208,3 +209,36 @@ def test_an_api_without_connect_default_or_disconnect_routes(record_dir: Path) -
         assert set(answer) == {"message", "connectionId", "requestId"}
         assert answer["message"] == "Forbidden"
         assert answer["connectionId"] == connection_id
+
+
+def test_a_stopping_relay_refuses_new_connections(record_dir: Path) -> None:
+    """While Ctrl-C runs the open connections' $disconnect, a client that reconnects
+    must be refused rather than land on a relay that is about to vanish."""
+    relay = start_relay_local(
+        "--template",
+        str(FIXTURES / "gateway" / "template.yaml"),
+        "--ws-port",
+        str(free_port()),
+        "--http-port",
+        str(free_port()),
+        "--parameter-overrides",
+        f"RecordDir={record_dir}",
+    )
+    (record_dir / "slow-disconnect").touch()
+
+    async def scenario() -> int:
+        async with connect(relay.ws_url) as ws:
+            relay.interrupt()
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), EFFECT_TIMEOUT)
+        deadline = time.monotonic() + EFFECT_TIMEOUT
+        while not read_records(record_dir, "disconnect") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert read_records(record_dir, "disconnect")  # its (slow) $disconnect is running now
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(relay.ws_url):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(scenario()) == 503
+    assert relay.wait_exit() == 0, relay.output()
