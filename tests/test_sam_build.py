@@ -17,20 +17,10 @@ import pytest
 import yaml
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
+from tests.test_template import FUNCTION_DIRS
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "sam-build"
-FUNCTIONS = {
-    "ConnectFunction": "connect",
-    "RegisterFunction": "register",
-    "AuthFunction": "auth",
-    "SendFunction": "send",
-    "DefaultFunction": "default",
-    "DisconnectFunction": "disconnect",
-    "KickFunction": "kick",
-    "AdmitFunction": "admit",
-    "ExpiryFunction": "expiry",
-    "DebugFunction": "debug",
-}
 ELF_MAGIC = b"\x7fELF"
 EM_AARCH64 = 183  # ELF e_machine of arm64
 
@@ -85,7 +75,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sam_build_builds_every_function_from_its_folder(built: Path) -> None:
-    for logical_id, folder in FUNCTIONS.items():
+    for logical_id, folder in FUNCTION_DIRS.items():
         source = REPO / "functions" / folder / "app.py"
         artifact = built / logical_id / "app.py"
         assert artifact.read_bytes() == source.read_bytes(), logical_id
@@ -118,7 +108,7 @@ def test_sam_build_layer_binaries_are_arm64(built: Path) -> None:
 def test_sam_build_template_points_at_the_built_artifacts(built: Path) -> None:
     template: dict[str, Any] = yaml.load((built / "template.yaml").read_text(encoding="utf-8"), Loader=_CfnLoader)
     resources = template["Resources"]
-    for logical_id in FUNCTIONS:
+    for logical_id in FUNCTION_DIRS:
         properties = resources[logical_id]["Properties"]
         assert properties["CodeUri"] == logical_id
         assert properties["Handler"] == "app.lambda_handler"
