@@ -48,6 +48,22 @@ def load_template(root: Path = ROOT) -> dict[str, Any]:
     return yaml_parse((root / "template.yaml").read_text())  # type: ignore[no-any-return]
 
 
+def in_process_environment(log_level: str) -> dict[str, str]:
+    """What the handlers need when a bench drives them in this process, against moto:
+    dummy credentials, the bench table, and Powertools' names as the template sets them."""
+    template_globals = load_template()["Globals"]["Function"]["Environment"]["Variables"]
+    return {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "TABLE_NAME": TABLE_NAME,
+        "POWERTOOLS_SERVICE_NAME": str(template_globals["POWERTOOLS_SERVICE_NAME"]),
+        "POWERTOOLS_METRICS_NAMESPACE": str(template_globals["POWERTOOLS_METRICS_NAMESPACE"]),
+        "POWERTOOLS_LOG_LEVEL": log_level,
+    }
+
+
 def _resolve(value: Any, parameters: dict[str, Any]) -> str:
     """A template value as the function would see it: Refs to parameters take their default."""
     if isinstance(value, dict) and "Ref" in value:

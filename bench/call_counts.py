@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from benchlib import REGION, ROOT, TABLE_NAME, print_table, write_results
+from benchlib import REGION, ROOT, TABLE_NAME, in_process_environment, print_table, write_results
 from capacity import UnitRecorder, Usage
 
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "relay")]
@@ -43,16 +43,7 @@ from relay.session_store import CONN, COUNT, META, PEER_PREFIX  # noqa: E402
 from tests.conftest import create_sessions_table, reset_relay_caches  # noqa: E402
 from tests.relay_harness import Gateway  # noqa: E402
 
-ENVIRONMENT = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "TABLE_NAME": TABLE_NAME,
-    "POWERTOOLS_SERVICE_NAME": "pairing-relay",
-    "POWERTOOLS_METRICS_NAMESPACE": "PairingRelay",
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
-}
+ENVIRONMENT = in_process_environment(log_level="WARNING")
 BROADCAST_BROWSERS = protocol.DEFAULT_MAX_BROWSERS
 
 

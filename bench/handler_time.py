@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchlib import REGION, ROOT, TABLE_NAME, median, percentile, print_table, write_results
+from benchlib import REGION, ROOT, TABLE_NAME, in_process_environment, median, percentile, print_table, write_results
 
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "relay"), str(ROOT / "local")]
 
@@ -33,17 +33,8 @@ from relay_local.dynamodb import EmbeddedDynamoDb  # noqa: E402
 from tests.conftest import create_sessions_table, reset_relay_caches  # noqa: E402
 from tests.relay_harness import Gateway  # noqa: E402
 
-ENVIRONMENT = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "TABLE_NAME": TABLE_NAME,
-    "POWERTOOLS_SERVICE_NAME": "pairing-relay",
-    "POWERTOOLS_METRICS_NAMESPACE": "PairingRelay",
-    # The deployed default level: INFO lines are written on every rejection, none per frame.
-    "POWERTOOLS_LOG_LEVEL": "INFO",
-}
+# The deployed default level: INFO lines are written on every rejection, none per frame.
+ENVIRONMENT = in_process_environment(log_level="INFO")
 WARM_UP_FRAMES = 20
 
 
