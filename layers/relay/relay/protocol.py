@@ -8,6 +8,8 @@ See docs/PROTOCOL.md for the prose version.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -229,14 +231,43 @@ class AdmitRequest:
 ClientRequest = RegisterRequest | AuthRequest | SendRequest | PingRequest | KickRequest | AdmitRequest
 
 
+# Python's json module accepts more than RFC 8259: NaN, Infinity and -Infinity, numbers
+# too large for a double (which become inf), and lone UTF-16 surrogates, raw or escaped.
+# None of them can be relayed as JSON, so each is a bad request.
+def _refuse_non_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal} does not fit a double")
+    return number
+
+
+# A cheap scan of the body; only a body that may hold a surrogate pays for the full check.
+_MAYBE_LONE_SURROGATE: Final = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")
+
+
+def _is_valid_unicode(message: Any) -> bool:
+    """False if a string (key or value) holds a surrogate that is not part of a pair."""
+    try:
+        encode(message).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_client_message(body: str | None) -> dict[str, Any]:
     """Parse a text frame into a JSON object with a string `action`, or raise ProtocolError."""
     if body is None or body == "":
         raise ProtocolError(ErrorCode.BAD_REQUEST, "Empty message; send a JSON object.")
     try:
-        message = json.loads(body)
+        message = json.loads(body, parse_constant=_refuse_non_json_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "Messages must be JSON objects.") from None
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "Messages must be JSON objects (RFC 8259).") from None
+    if _MAYBE_LONE_SURROGATE.search(body) and not _is_valid_unicode(message):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "Messages must be valid Unicode: no lone surrogates.")
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "Messages must be JSON objects.")
     action = message.get("action")
