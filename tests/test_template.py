@@ -473,6 +473,7 @@ def test_functions_get_their_settings_from_parameters(sam: dict[str, Any], cfn: 
         "COUNTER_SHARDS": "CounterShards",
         "AUTH_FAILURES_PER_IP": "AuthFailuresPerIp",
         "AUTH_FAILURE_WINDOW_SECONDS": "AuthFailureWindowSeconds",
+        "REGISTRATIONS_PER_IP": "RegistrationsPerIp",
         "POWERTOOLS_LOG_LEVEL": "LogLevel",
     }
     only_for: dict[str, dict[str, Any]] = {
@@ -518,6 +519,7 @@ def test_parameter_defaults_match_the_protocol_module(sam: dict[str, Any]) -> No
     assert parameters["CounterShards"]["Default"] == protocol.DEFAULT_COUNTER_SHARDS
     assert parameters["AuthFailuresPerIp"]["Default"] == protocol.DEFAULT_AUTH_FAILURES_PER_IP
     assert parameters["AuthFailureWindowSeconds"]["Default"] == protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
+    assert parameters["RegistrationsPerIp"]["Default"] == protocol.DEFAULT_REGISTRATIONS_PER_IP
 
 
 def test_max_browsers_stays_within_what_one_transaction_can_end(sam: dict[str, Any]) -> None:
@@ -554,4 +556,53 @@ def test_outputs(sam: dict[str, Any]) -> None:
         "ManagementApiEndpoint": {
             "Fn::Sub": "https://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
         },
+        "CustomDomainUrl": {"Fn::Sub": "wss://${CustomDomainName}"},
+        "RegionalDomainName": {"Fn::GetAtt": ["RelayDomainName", "RegionalDomainName"]},
     }
+    assert sam["Outputs"]["CustomDomainUrl"]["Condition"] == "CustomDomainGiven"
+    assert sam["Outputs"]["RegionalDomainName"]["Condition"] == "CustomDomainGiven"
+
+
+def websocket_stages(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    stages = resources_of_type(cfn, "AWS::ApiGatewayV2::Stage").items()
+    return {name: stage for name, stage in stages if stage["Properties"]["ApiId"] == {"Ref": "RelayApi"}}
+
+
+def test_stage_throttles_every_route_by_parameters(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    (stage,) = websocket_stages(cfn).values()
+    assert stage["Properties"]["DefaultRouteSettings"] == {
+        "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"},
+        "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"},
+    }
+    parameters = sam["Parameters"]
+    # Below API Gateway's account-wide defaults (5,000 burst, 10,000 per second), which
+    # every API of the account in the region shares.
+    assert 0 < parameters["ThrottlingBurstLimit"]["Default"] <= parameters["ThrottlingBurstLimit"]["MaxValue"] <= 5000
+    assert 0 < parameters["ThrottlingRateLimit"]["Default"] <= parameters["ThrottlingRateLimit"]["MaxValue"] <= 10000
+
+
+def test_no_custom_domain_resources_by_default(cfn: dict[str, Any]) -> None:
+    assert not resources_of_type(cfn, "AWS::ApiGatewayV2::DomainName")
+    assert not resources_of_type(cfn, "AWS::ApiGatewayV2::ApiMapping")
+    assert "CustomDomainUrl" not in cfn["Outputs"]
+
+
+def test_a_custom_domain_maps_to_the_stage() -> None:
+    translated: dict[str, Any] = json.loads(_cloudformation_json())
+    certificate = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"
+    cfn = as_deployed(translated, {"CustomDomainName": "relay.example.com", "CertificateArn": certificate})
+    (domain,) = resources_of_type(cfn, "AWS::ApiGatewayV2::DomainName").values()
+    assert domain["Properties"] == {
+        "DomainName": {"Ref": "CustomDomainName"},
+        "DomainNameConfigurations": [
+            {"CertificateArn": {"Ref": "CertificateArn"}, "EndpointType": "REGIONAL", "SecurityPolicy": "TLS_1_2"}
+        ],
+    }
+    (mapping,) = resources_of_type(cfn, "AWS::ApiGatewayV2::ApiMapping").values()
+    (stage_id,) = websocket_stages(cfn)
+    assert mapping["Properties"] == {
+        "DomainName": {"Ref": "RelayDomainName"},
+        "ApiId": {"Ref": "RelayApi"},
+        "Stage": {"Ref": stage_id},
+    }
+    assert "CustomDomainUrl" in cfn["Outputs"]

@@ -46,6 +46,8 @@ DEFAULT_COUNTER_SHARDS: Final = 10
 # Failed auths allowed from one source IP per window, across all its connections.
 DEFAULT_AUTH_FAILURES_PER_IP: Final = 20
 DEFAULT_AUTH_FAILURE_WINDOW_SECONDS: Final = 10 * 60
+# Sessions one source address may register per window (the auth failure window).
+DEFAULT_REGISTRATIONS_PER_IP: Final = 60
 
 
 class Action(StrEnum):
