@@ -1,13 +1,7 @@
 """Calls per operation: DynamoDB request units and Management API posts, at two table sizes.
 
-The real handlers run behind the test harness's simulated API Gateway
-(tests/support/harness.py) over moto's DynamoDB, in-process. Before each run the table
-gets N idle sessions shaped exactly like the session store's (session, mac-client
-connection, one browser and its connection, and the counter), written with
-moto's backend (and checked through the API). Every DynamoDB call the handlers make
-is counted and priced in request units from the sizes of the items it touched
-(bench/capacity.py: moto's own ConsumedCapacity is a constant); every
-PostToConnection is counted by the harness.
+The measurement is tests/support/operation_costs.py (tests/test_call_counts.py checks the
+same figures at 10 and 1,000 sessions); this prints its table and writes the results.
 
     .venv/bin/python bench/call_counts.py [--sizes 10 100000]
 """

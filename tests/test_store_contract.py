@@ -102,10 +102,19 @@ def codes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return drawn
 
 
-def join(store: SessionStore, code: str, connection_id: str, peer: str, admitted: bool = True) -> None:
+def join(store: SessionStore, code: str, connection_id: str, peer: str, admitted: bool = True) -> BrowserConnection:
     session = store.validate_session_code(code)
     assert session is not None
     store.add_browser(connection_id, session, peer, admitted=admitted)
+    connection = store.get_connection(connection_id)
+    assert isinstance(connection, BrowserConnection)
+    return connection
+
+
+def seats_taken(store: SessionStore, code: str) -> int:
+    session = store.validate_session_code(code)
+    assert session is not None
+    return session.browser_count
 
 
 # ---- codes and sessions ---------------------------------------------------------------
@@ -197,9 +206,7 @@ def test_a_browser_joins_and_is_found_by_its_mac_client(subject: Subject) -> Non
     assert store.get_browser(code, "another-mac", "p1") is None
     assert store.list_browsers(code, "mac") == [Browser("p1", "b1")]
     assert store.list_browsers(code, "another-mac") == []
-    session = store.validate_session_code(code)
-    assert session is not None
-    assert session.browser_count == 1
+    assert seats_taken(store, code) == 1
 
 
 def test_a_bound_connection_cannot_join(subject: Subject) -> None:
@@ -281,11 +288,9 @@ def test_admitting_a_pending_browser_once(subject: Subject) -> None:
 def test_admitting_a_browser_that_left_is_refused(subject: Subject) -> None:
     store = subject.store
     code = store.register_mac_client("mac", "c", approve=True)
-    join(store, code, "b1", "p1", admitted=False)
+    connection = join(store, code, "b1", "p1", admitted=False)
     pending = store.get_browser(code, "mac", "p1")
     assert pending is not None
-    connection = store.get_connection("b1")
-    assert isinstance(connection, BrowserConnection)
     store.remove_browser(connection)
 
     assert store.admit_browser(code, pending) is False
@@ -294,26 +299,20 @@ def test_admitting_a_browser_that_left_is_refused(subject: Subject) -> None:
 def test_removing_a_browser_frees_its_seat_once(subject: Subject) -> None:
     store = subject.store
     code = store.register_mac_client("mac", "c")
-    join(store, code, "b1", "p1")
-    connection = store.get_connection("b1")
-    assert isinstance(connection, BrowserConnection)
+    connection = join(store, code, "b1", "p1")
 
     assert store.remove_browser(connection) is True
     assert store.remove_browser(connection) is False
 
     assert store.get_connection("b1") is None
     assert store.list_browsers(code, "mac") == []
-    session = store.validate_session_code(code)
-    assert session is not None
-    assert session.browser_count == 0
+    assert seats_taken(store, code) == 0
 
 
 def test_removing_a_browser_of_an_ended_session_is_false(subject: Subject) -> None:
     store = subject.store
     code = store.register_mac_client("mac", "c")
-    join(store, code, "b1", "p1")
-    connection = store.get_connection("b1")
-    assert isinstance(connection, BrowserConnection)
+    connection = join(store, code, "b1", "p1")
     store.remove_session(code, "mac")
 
     assert store.remove_browser(connection) is False
