@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
@@ -15,6 +14,7 @@ from tests.support.aws import (
     GLOBAL_ENVIRONMENT,
     REGION,
     TABLE_NAME,
+    boto3_session,
     create_sessions_table,
 )
 from tests.support.harness import Gateway, observed_gateway
@@ -38,7 +38,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def dynamodb(aws_environment: None) -> Iterator[Any]:
     with mock_aws():
-        client = boto3.client("dynamodb", region_name=REGION)
+        client = boto3_session().client("dynamodb")
         create_sessions_table(client)
         yield client
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import boto3
+import botocore.session
+from botocore.loaders import create_loader
+
 from tests.support.files import load_template
 
 TABLE_NAME = "relay-sessions-test"
@@ -45,3 +49,15 @@ def reset_relay_caches() -> None:
     from relay import wiring  # noqa: PLC0415
 
     wiring.reset()
+
+
+# AWS's service models, read once for the whole run: a fresh botocore session would parse
+# them again, a tenth of a second for every test.
+_SERVICE_MODELS = create_loader()
+
+
+def boto3_session() -> boto3.Session:
+    """A new boto3 session (its own event hooks, its own clients) on the shared service models."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _SERVICE_MODELS)
+    return boto3.Session(botocore_session=core, region_name=REGION)

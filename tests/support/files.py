@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,14 @@ TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 
 
-def load_template() -> dict[str, Any]:
+@cache
+def _parsed_template() -> dict[str, Any]:
     return yaml_parse(TEMPLATE.read_text())  # type: ignore[no-any-return]
+
+
+def load_template() -> dict[str, Any]:
+    """template.yaml, parsed once per run (SAM's parser takes a while); a fresh copy each call."""
+    return copy.deepcopy(_parsed_template())
 
 
 def load_event(name: str) -> dict[str, Any]:

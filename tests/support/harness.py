@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 import botocore.awsrequest
 
-from tests.support.aws import REGION, reset_relay_caches
+from tests.support.aws import boto3_session, reset_relay_caches
 from tests.support.files import ROOT, load_event, load_template
 from tests.support.stream_records import ttl_removal_record
 
@@ -241,7 +241,7 @@ class Gateway:
 def observed_gateway() -> Iterator[Gateway]:
     """A Gateway whose handlers start cold (fresh clients) and whose posts are observed."""
     reset_relay_caches()
-    boto3.setup_default_session(region_name=REGION)
+    boto3.DEFAULT_SESSION = boto3_session()
     gw = Gateway()
     gw.observe(boto3.DEFAULT_SESSION.events)
     try:
