@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck clean
+.PHONY: setup run test test-fast lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy layers/relay/relay functions local/relay_local clients/relay_mac
+	$(BIN)/mypy layers/relay/relay functions local/relay_local clients/relay_mac tests
+	$(BIN)/mypy bench
 
 test: $(STAMP) lint typecheck
 	scripts/ensure-chromium
 	$(BIN)/pytest
+
+# The fast tier: every test that starts no other process (relay-local, relay-mac, sam,
+# checkov, a fresh interpreter) and no browser; under a minute on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m 'not process and not browser'
 
 clean:
 	rm -rf $(VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache

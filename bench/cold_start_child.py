@@ -39,9 +39,9 @@ def first_invocation_clients(module: Any) -> str:
     """
     names = vars(module)
     if "answer_client_message" in names or "relay_for_event" in names:
-        from relay import websocket_route  # noqa: PLC0415
+        from relay import wiring  # noqa: PLC0415
 
-        websocket_route.relay_for("example.execute-api.us-east-1.amazonaws.com", "prod")
+        wiring.relay_for("example.execute-api.us-east-1.amazonaws.com", "prod")
         return "relay_for"
     if "relay_for_configured_endpoint" in names:
         names["relay_for_configured_endpoint"]()

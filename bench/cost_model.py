@@ -5,7 +5,7 @@ Reads bench/results/call_counts.json (requests per operation) and handler_time.j
 design is AWS's WebSocket chat sample's way of finding recipients: every message Scans
 the whole connections table. Its read units are measured here, not estimated: moto
 gets N connection items shaped like the sample's ({"connectionId": ...}), the Scan runs
-page by page as the sample's would (eventually consistent), and bench/capacity.py
+page by page as the sample's would (eventually consistent), and tests/support/capacity.py
 prices what it read. Everything else of a frame (the inbound message, one post, one
 invocation) is given the same cost as ours, which flatters the Scan design: its
 Lambda would also run longer, reading up to 1 MB per page.
@@ -23,7 +23,8 @@ import sys
 from typing import Any
 
 from benchlib import REGION, RESULTS, ROOT, print_table, write_results
-from capacity import UnitRecorder
+
+from tests.support.capacity import UnitRecorder
 
 # US East (N. Virginia) list prices as AWS publishes them on these pages. They were not
 # re-read from this machine (it has no network): check them before quoting a figure.

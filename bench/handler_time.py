@@ -30,8 +30,8 @@ import boto3  # noqa: E402
 import requests  # noqa: E402
 from relay_local.dynamodb import EmbeddedDynamoDb  # noqa: E402
 
-from tests.conftest import create_sessions_table, reset_relay_caches  # noqa: E402
-from tests.relay_harness import Gateway  # noqa: E402
+from tests.support.aws import create_sessions_table, reset_relay_caches  # noqa: E402
+from tests.support.harness import Gateway  # noqa: E402
 
 # The deployed default level: INFO lines are written on every rejection, none per frame.
 ENVIRONMENT = in_process_environment(log_level="INFO")

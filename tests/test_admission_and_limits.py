@@ -9,7 +9,7 @@ import pytest
 from relay import protocol
 from relay.protocol import ErrorCode
 
-from tests.relay_harness import Gateway, load_handler
+from tests.support.harness import Gateway, load_handler
 
 
 def error(code: ErrorCode) -> dict[str, Any]:
@@ -165,14 +165,14 @@ def test_the_limit_lifts_when_the_window_passes(gateway: Gateway, monkeypatch: p
     monkeypatch.setenv("AUTH_FAILURES_PER_IP", "1")
     monkeypatch.setenv("AUTH_FAILURE_WINDOW_SECONDS", "600")
     _, code = gateway.register()
-    from relay import websocket_route  # noqa: PLC0415 - the handlers' store, built on first use
+    from relay import wiring  # noqa: PLC0415 - the handlers' store, built on first use
 
-    store = websocket_route.session_store()
+    store = wiring.session_store()
     gateway.message(gateway.connect(), {"action": "auth", "code": "ZZZZZZ"}, source_ip="203.0.113.5")
     refused = gateway.message(gateway.connect(), {"action": "auth", "code": code}, source_ip="203.0.113.5")
     assert refused == [error(ErrorCode.RATE_LIMITED)]
-    real_clock = store._clock
-    monkeypatch.setattr(store, "_clock", lambda: real_clock() + 601)
+    real_clock = store.table.clock
+    monkeypatch.setattr(store.table, "clock", lambda: real_clock() + 601)
     joined = gateway.message(gateway.connect(), {"action": "auth", "code": code}, source_ip="203.0.113.5")
     assert joined[0]["type"] == "authenticated"
 

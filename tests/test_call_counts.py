@@ -1,30 +1,24 @@
 """Cost per operation in DynamoDB request units and Management API posts, and client reuse.
 
-The figures come from bench/call_counts.py (the same code `make bench` runs, at 10 and
+The figures come from tests/support/operation_costs.py (the code `make bench` runs, at 10 and
 100,000 sessions there, at 10 and 1,000 here): the real handlers behind the harness,
 over moto, with request units computed from the sizes of the items each call touched
-(bench/capacity.py). tests/test_relay_cost.py counts the calls themselves.
+(tests/support/capacity.py). tests/test_relay_cost.py counts the calls themselves.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import boto3
 from relay import protocol
 
-from tests.relay_harness import Gateway
-from tests.test_relay_rules import active_sessions, send
-
-# The bench scripts import each other by bare name, as when run as scripts.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import call_counts
-from capacity import UnitRecorder, item_size, read_units, write_units
+from tests.support import operation_costs as call_counts
+from tests.support.capacity import UnitRecorder, item_size, read_units, write_units
+from tests.support.harness import Gateway
+from tests.support.messages import active_sessions, send
 
 FEW, MANY = 10, 1_000
 
@@ -118,7 +112,7 @@ def test_units_round_up_per_4_kb_read_and_1_kb_write() -> None:
 def test_recorder_charges_transactions_double_and_reads_by_item(aws_environment: None) -> None:
     from moto import mock_aws  # noqa: PLC0415
 
-    from tests.conftest import TABLE_NAME, create_sessions_table  # noqa: PLC0415
+    from tests.support.aws import TABLE_NAME, create_sessions_table  # noqa: PLC0415
 
     with mock_aws():
         uncounted = boto3.session.Session(region_name="us-east-1").client("dynamodb")

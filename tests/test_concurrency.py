@@ -19,8 +19,8 @@ import requests
 from relay import protocol, session_codes
 from relay_local.dynamodb import EmbeddedDynamoDb
 
-from tests.conftest import REGION, create_sessions_table, observed_gateway
-from tests.relay_harness import Gateway
+from tests.support.aws import REGION, create_sessions_table
+from tests.support.harness import Gateway, observed_gateway
 
 SMALL_ALPHABET = protocol.CODE_ALPHABET[:2]  # 2**6 = 64 possible codes
 THREADS = 16

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayProxyEventV2Model,
     APIGatewayWebSocketConnectEventModel,
@@ -35,7 +34,7 @@ from relay.protocol import (
     normalise_code,
     parse_client_message,
 )
-from relay.session_store import expired_session_from_stream
+from relay.store.expiry import expired_session_from_record
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
@@ -191,15 +190,12 @@ def test_expiry_fixture_is_a_ttl_removal_of_a_session() -> None:
     assert record.dynamodb.StreamViewType == "OLD_IMAGE"
     assert record.eventSourceARN.startswith("arn:aws:dynamodb:us-east-1:123456789012:table/")
     # What the expiry function does with it: a TTL-deleted session's code and mac-client.
-    [data_record] = DynamoDBStreamEvent(event).records
-    assert data_record.dynamodb is not None
-    expired = expired_session_from_stream(data_record.user_identity, data_record.dynamodb.old_image)
+    expired = expired_session_from_record(event["Records"][0])
     assert expired is not None
-    code, mac_connection_id, created_at = expired
-    assert is_well_formed_code(code)
-    assert CONNECTION_ID.fullmatch(mac_connection_id)
-    old_image = data_record.dynamodb.old_image
-    assert created_at < old_image["expires_at"]
+    assert is_well_formed_code(expired.code)
+    assert CONNECTION_ID.fullmatch(expired.mac_connection_id)
+    old_image = event["Records"][0]["dynamodb"]["OldImage"]
+    assert expired.created_at < int(old_image["expires_at"]["N"])
 
 
 def test_models_reject_a_fixture_with_the_wrong_event_type() -> None:

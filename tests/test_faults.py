@@ -30,21 +30,19 @@ from relay import management_api, protocol
 from relay.protocol import ErrorCode, MessageType
 from relay_local.dynamodb import EmbeddedDynamoDb
 
-from tests.conftest import REGION, TABLE_NAME, create_sessions_table, reset_relay_caches
-from tests.relay_harness import Gateway
-from tests.test_invariants import (
+from tests.support.aws import REGION, TABLE_NAME, create_sessions_table, reset_relay_caches
+from tests.support.harness import Gateway
+from tests.support.invariants import (
     MANAGEMENT_ENDPOINT,
     FailureLog,
     TableState,
     assert_invariants,
     debug_count,
-    expire_by_ttl,
     invoke_expiry,
     read_table,
-    relay_logger,
     reset_expiry_relay,
-    send_message,
 )
+from tests.support.stream_records import expire_by_ttl
 
 Message = dict[str, Any]
 
@@ -60,11 +58,11 @@ def total_attempts(config: Config) -> int:
 
 
 def dynamodb_attempts() -> int:
-    # Imported late: relay.websocket_route sets up Powertools, which reads the test
+    # Imported late: relay.wiring sets up Powertools, which reads the test
     # environment when first imported.
-    from relay import websocket_route  # noqa: PLC0415
+    from relay import wiring  # noqa: PLC0415
 
-    return total_attempts(websocket_route.DYNAMODB_CONFIG)
+    return total_attempts(wiring.DYNAMODB_CONFIG)
 
 
 def post_attempts() -> int:
@@ -210,14 +208,6 @@ def faults(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults
     injector.install(boto3.DEFAULT_SESSION.events)
     yield injector
     reset_expiry_relay()
-
-
-@pytest.fixture
-def failure_log() -> Iterator[FailureLog]:
-    log = FailureLog()
-    relay_logger().addHandler(log)
-    yield log
-    relay_logger().removeHandler(log)
 
 
 # ---- helpers -------------------------------------------------------------------------
@@ -722,7 +712,7 @@ def test_gone_browser_is_kicked_without_trouble(gateway: Gateway, dynamodb: Any)
     gone, gone_peer = pairing.browsers[0]
     gateway.vanished.add(gone)
 
-    replies = send_message(gateway, pairing.mac, {"action": "kick", "peer": gone_peer})
+    replies = gateway.message(pairing.mac, {"action": "kick", "peer": gone_peer})
 
     assert replies == [protocol.peer_left(gone_peer)]
     assert browser_count(dynamodb, pairing.code) == 2
@@ -734,7 +724,7 @@ def test_gone_pending_browser_admitted_is_removed_and_announced(gateway: Gateway
     gone, gone_peer = pairing.browsers[0]
     gateway.vanished.add(gone)
 
-    replies = send_message(gateway, pairing.mac, {"action": "admit", "peer": gone_peer})
+    replies = gateway.message(pairing.mac, {"action": "admit", "peer": gone_peer})
 
     assert replies == [protocol.peer_left(gone_peer)]
     assert browser_count(dynamodb, pairing.code) == 1
@@ -746,8 +736,8 @@ def test_gone_mac_kicking_or_admitting_changes_the_table_all_the_same(gateway: G
     (kicked, kicked_peer), (admitted, admitted_peer) = pairing.browsers
     gateway.vanished.add(pairing.mac)
 
-    assert send_message(gateway, pairing.mac, {"action": "kick", "peer": kicked_peer}) == []
-    assert send_message(gateway, pairing.mac, {"action": "admit", "peer": admitted_peer}) == []
+    assert gateway.message(pairing.mac, {"action": "kick", "peer": kicked_peer}) == []
+    assert gateway.message(pairing.mac, {"action": "admit", "peer": admitted_peer}) == []
 
     assert gateway.sent[kicked][-1:] == [protocol.kicked()]
     assert gateway.sent[admitted][-1:] == [protocol.authenticated(pairing.code, admitted_peer)]

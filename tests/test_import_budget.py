@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from bench.benchlib import LAMBDA_ENVIRONMENT, ROOT, Function, functions
+from tests.support.functions import LAMBDA_ENVIRONMENT, ROOT, Function, functions
+
+pytestmark = pytest.mark.process
 
 CHILD = ROOT / "bench" / "cold_start_child.py"
 LAYER = ROOT / "layers" / "relay"
@@ -26,16 +28,19 @@ LAYER = ROOT / "layers" / "relay"
 # SDK that Powertools Tracer imports (wrapt comes with it), pydantic (Powertools' parser
 # and validation models), and what only tests and relay-local may use.
 FORBIDDEN = ("aws_xray_sdk", "wrapt", "pydantic", "aws_lambda_powertools.utilities.parser", "moto", "requests")
-# Stream records still come through Powertools' batch utility, which imports the data classes.
-FORBIDDEN_OUTSIDE_STREAM = ("aws_lambda_powertools.utilities.data_classes",)
+# Powertools' event data classes (all of them, whichever one is imported) and its batch
+# utility (asyncio with it), which the stream function once used.
+FORBIDDEN_EVENT_CLASSES = (
+    "aws_lambda_powertools.utilities.data_classes",
+    "aws_lambda_powertools.utilities.batch",
+    "asyncio",
+)
 
-# Modules a function may load beyond its floor. Today: 54 for the WebSocket and HTTP
-# functions (the handler, the relay package, Powertools' logger and metrics) and 128 for
-# the stream function (Powertools' batch utility brings its event data classes and
-# asyncio). Powertools' event data classes would add about 40 (all of them, whichever
-# one is imported), Tracer about 100 and pydantic about 150.
+# Modules a function may load beyond its floor: the handler, the relay package, Powertools'
+# logger and metrics (the counts per function are in docs/PERFORMANCE.md). Powertools'
+# event data classes would add about 40, its batch utility about 75 more, Tracer about 100
+# and pydantic about 150.
 EXTRA_MODULES_BUDGET = 65
-EXTRA_MODULES_BUDGET_STREAM = 135
 STREAM_FUNCTIONS = frozenset({"expiry"})
 
 FUNCTIONS = functions()
@@ -86,7 +91,7 @@ def test_every_function_folder_is_measured() -> None:
 @pytest.mark.parametrize("name", [f.name for f in FUNCTIONS])
 def test_function_loads_nothing_heavy(name: str) -> None:
     loaded = init_report(name)["module_names"]
-    forbidden = FORBIDDEN if name in STREAM_FUNCTIONS else FORBIDDEN + FORBIDDEN_OUTSIDE_STREAM
+    forbidden = FORBIDDEN + FORBIDDEN_EVENT_CLASSES
 
     heavy = sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
 
@@ -100,8 +105,7 @@ def test_function_stays_within_its_module_budget(name: str) -> None:
 
     extra = sorted(set(report["module_names"]) - floor)
 
-    budget = EXTRA_MODULES_BUDGET_STREAM if name in STREAM_FUNCTIONS else EXTRA_MODULES_BUDGET
-    assert len(extra) <= budget, f"{name} loads {len(extra)} modules beyond its floor: {extra}"
+    assert len(extra) <= EXTRA_MODULES_BUDGET, f"{name} loads {len(extra)} modules beyond its floor: {extra}"
 
 
 @pytest.mark.parametrize("name", [f.name for f in FUNCTIONS])

@@ -11,30 +11,20 @@ the debug endpoint:
 - every client message got at most one direct reply (exactly one where the protocol
   promises an answer), and no handler raised or logged a failure.
 
-The helpers at the top (table invariants, the kick/admit/expiry functions invoked the
-way AWS would, TTL simulation) are shared with test_faults.py and test_expiry.py.
+The helpers (table invariants, TTL simulation) are in tests/support, shared with
+test_faults.py and test_expiry.py.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import itertools
-import json
-import logging
 import os
-import sys
-import time
-import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from types import ModuleType
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
 import boto3
-import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -42,275 +32,24 @@ from moto import mock_aws
 from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
-from tests.conftest import REGION, TABLE_NAME, create_sessions_table, reset_relay_caches
-from tests.relay_harness import ROOT, Gateway, LambdaContext, load_event, load_template
-
-Item = dict[str, Any]
-Message = dict[str, Any]
-
-DEBUG_BODY_PREFIX = "Active sessions: "
-# What the template's ExpiryFunction (and relay-local) set: the stream function has no
-# WebSocket event to learn the Management API endpoint from.
-MANAGEMENT_ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod"
-TTL_IDENTITY = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
-STREAM_ARN = f"arn:aws:dynamodb:{REGION}:123456789012:table/{TABLE_NAME}/stream/2026-11-26T00:00:00.000"
-
-# Messages that answer the sender's own request; everything else a sender may receive
-# while its request runs (frames, peer_left of a vanished browser, session_closed) is an
-# event caused by someone else.
-DIRECT_REPLIES = frozenset(
-    {MessageType.REGISTERED, MessageType.AUTHENTICATED, MessageType.PENDING, MessageType.PONG, MessageType.ERROR}
+from tests.support.aws import REGION, TABLE_NAME, create_sessions_table, reset_relay_caches
+from tests.support.files import load_template
+from tests.support.harness import Gateway
+from tests.support.invariants import (
+    MANAGEMENT_ENDPOINT,
+    FailureLog,
+    Message,
+    assert_invariants,
+    debug_count,
+    direct_replies,
+    invariant_violations,
+    invoke_expiry,
+    read_table,
+    relay_logger,
+    reset_expiry_relay,
+    text,
 )
-# kick and admit are answered with the peer's new state.
-DIRECT_REPLIES_TO = {
-    "kick": DIRECT_REPLIES | {MessageType.PEER_LEFT},
-    "admit": DIRECT_REPLIES | {MessageType.PEER_JOINED},
-}
-
-
-# ---- invoking functions the template may not route yet ------------------------------
-
-
-_loaded_functions: dict[str, Callable[..., Any]] = {}
-
-
-def function_handler(name: str) -> Callable[..., Any]:
-    """functions/<name>/app.py's lambda_handler, imported under a name of its own."""
-    if name not in _loaded_functions:
-        path = ROOT / "functions" / name / "app.py"
-        spec = importlib.util.spec_from_file_location(f"functions_{name}_direct", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module: ModuleType = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        _loaded_functions[name] = module.lambda_handler
-    return _loaded_functions[name]
-
-
-def send_message(gateway: Gateway, connection_id: str, body: dict[str, Any]) -> list[Message]:
-    """Like gateway.message, also for kick and admit while template.yaml has no routes for them
-    (API Gateway would then send them to $default): their functions are invoked directly,
-    with the event API Gateway gives a routed message."""
-    action = body.get("action")
-    if action in gateway.routes or action not in DIRECT_REPLIES_TO:
-        return gateway.message(connection_id, body)
-    event = copy.deepcopy(load_event("default"))
-    event["requestContext"].update(connectionId=connection_id, routeKey=action)
-    event["body"] = json.dumps(body)
-    before = len(gateway.sent[connection_id])
-    gateway.current_function = f"{str(action).capitalize()}Function"
-    try:
-        result = function_handler(str(action))(event, LambdaContext(function_name=gateway.current_function))
-    finally:
-        gateway.current_function = None
-    assert result == {"statusCode": 200}, result
-    return gateway.sent[connection_id][before:]
-
-
-def direct_replies(action: str, received: list[Message]) -> list[Message]:
-    kinds = DIRECT_REPLIES_TO.get(action, DIRECT_REPLIES)
-    return [message for message in received if message["type"] in kinds]
-
-
-# ---- DynamoDB TTL and its stream -------------------------------------------------
-
-
-_sequence_numbers = itertools.count(100_000_000_000_000_000_001)
-
-
-def stream_removal_record(old_image: Item, by_ttl: bool = True) -> dict[str, Any]:
-    """A DynamoDB stream REMOVE record as Lambda receives it; TTL deletions carry the
-    DynamoDB service as their userIdentity, a user's DeleteItem carries none."""
-    record: dict[str, Any] = {
-        "eventID": uuid.uuid4().hex,
-        "eventName": "REMOVE",
-        "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": REGION,
-        "dynamodb": {
-            "ApproximateCreationDateTime": int(time.time()),
-            "Keys": {"pk": old_image["pk"], "sk": old_image["sk"]},
-            "OldImage": old_image,
-            "SequenceNumber": str(next(_sequence_numbers)),
-            "SizeBytes": len(json.dumps(old_image)),
-            "StreamViewType": "OLD_IMAGE",
-        },
-        "eventSourceARN": STREAM_ARN,
-    }
-    if by_ttl:
-        record["userIdentity"] = dict(TTL_IDENTITY)
-    return record
-
-
-def session_key(code: str) -> Item:
-    return {"pk": {"S": f"S#{code}"}, "sk": {"S": "#META"}}
-
-
-def expire_by_ttl(dynamodb: Any, code: str) -> dict[str, Any] | None:
-    """Do to a session what DynamoDB's TTL does once its expires_at has passed: delete the
-    item. Returns the stream record of that deletion (None if there was no such session)."""
-    item = dynamodb.get_item(TableName=TABLE_NAME, Key=session_key(code), ConsistentRead=True).get("Item")
-    if item is None:
-        return None
-    # TTL only deletes items whose time has come, so the image the stream carries is of
-    # an expired item.
-    item["expires_at"] = {"N": str(int(time.time()) - 1)}
-    dynamodb.delete_item(TableName=TABLE_NAME, Key=session_key(code))
-    return stream_removal_record(item)
-
-
-def invoke_expiry(gateway: Gateway, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Deliver a batch of stream records to functions/expiry/app.py, as Lambda would."""
-    gateway.current_function = "ExpiryFunction"
-    try:
-        result: dict[str, Any] = function_handler("expiry")(
-            {"Records": records}, LambdaContext(function_name="ExpiryFunction")
-        )
-    finally:
-        gateway.current_function = None
-    return result
-
-
-def reset_expiry_relay() -> None:
-    # tests/conftest.reset_relay_caches does not know this cache yet.
-    from relay import websocket_route  # noqa: PLC0415
-
-    websocket_route.relay_for_configured_endpoint.cache_clear()
-
-
-# ---- reading the table -------------------------------------------------------------
-
-
-@dataclass
-class TableState:
-    """The table's items by kind, live ones only (reads ignore what TTL has yet to delete)."""
-
-    sessions: dict[str, Item] = field(default_factory=dict)  # code -> #META
-    peers: dict[tuple[str, str], Item] = field(default_factory=dict)  # (code, peer) -> P#
-    connections: dict[str, Item] = field(default_factory=dict)  # connection id -> #CONN
-    counted_sessions: int = 0  # the sum of the counter shards
-
-
-def read_table(dynamodb: Any) -> TableState:
-    now = int(time.time())
-    state = TableState()
-    pages = dynamodb.get_paginator("scan").paginate(TableName=TABLE_NAME, ConsistentRead=True)
-    for item in (item for page in pages for item in page["Items"]):
-        pk, sk = item["pk"]["S"], item["sk"]["S"]
-        if pk.startswith("COUNTER#"):
-            state.counted_sessions += int(item.get("sessions", {"N": "0"})["N"])
-            continue
-        if "expires_at" in item and int(item["expires_at"]["N"]) <= now:
-            continue
-        if pk.startswith("S#") and sk == "#META":
-            state.sessions[pk.removeprefix("S#")] = item
-        elif pk.startswith("S#") and sk.startswith("P#"):
-            state.peers[(pk.removeprefix("S#"), sk.removeprefix("P#"))] = item
-        elif pk.startswith("C#"):
-            state.connections[pk.removeprefix("C#")] = item
-    return state
-
-
-def text(item: Item, name: str) -> str | None:
-    value = item.get(name)
-    return value["S"] if value else None
-
-
-def debug_count(gateway: Gateway) -> int:
-    response = gateway.debug_sessions()
-    assert response["statusCode"] == 200, response
-    body: str = response["body"]
-    assert body.startswith(DEBUG_BODY_PREFIX), body
-    return int(body.removeprefix(DEBUG_BODY_PREFIX))
-
-
-def invariant_violations(state: TableState, reported_count: int) -> list[str]:
-    problems: list[str] = []
-    macs = {cid: item for cid, item in state.connections.items() if text(item, "role") == "mac"}
-    browsers = {cid: item for cid, item in state.connections.items() if text(item, "role") == "browser"}
-
-    claimed = Counter(text(item, "code") for item in macs.values())
-    problems += [f"code {code} is claimed by {n} mac connections" for code, n in claimed.items() if n > 1]
-    for cid, item in macs.items():
-        session = state.sessions.get(text(item, "code") or "")
-        if session is None or text(session, "mac_connection_id") != cid:
-            problems.append(f"mac {cid} is bound to {text(item, 'code')}, not a live session of its own")
-    for code, session in state.sessions.items():
-        mac = text(session, "mac_connection_id") or ""
-        if text(macs.get(mac, {}), "code") != code:
-            problems.append(f"session {code}'s mac connection {mac} is not bound to it")
-
-    for cid, item in browsers.items():
-        code, peer = text(item, "code") or "", text(item, "peer") or ""
-        session = state.sessions.get(code)
-        if session is None:
-            problems.append(f"browser {cid} is bound to {code}, which is not a live session")
-        elif text(session, "mac_connection_id") != text(item, "mac_connection_id"):
-            problems.append(f"browser {cid} is bound to a former mac-client of {code}")
-        seat = state.peers.get((code, peer))
-        if seat is None or text(seat, "connection_id") != cid:
-            problems.append(f"browser {cid} has no seat {peer} in {code}")
-        elif seat.get("admitted") != item.get("admitted"):
-            problems.append(f"browser {cid} and its seat disagree on admission")
-    for (code, peer), seat in state.peers.items():
-        holder = browsers.get(text(seat, "connection_id") or "")
-        if code not in state.sessions or holder is None or text(holder, "peer") != peer:
-            problems.append(f"seat {peer} in {code} belongs to no bound browser")
-        seat_mac = text(seat, "mac_connection_id")  # where the seat names its session's mac-client
-        if (
-            seat_mac is not None
-            and code in state.sessions
-            and seat_mac != text(state.sessions[code], "mac_connection_id")
-        ):
-            problems.append(f"seat {peer} in {code} belongs to a former session with that code")
-
-    seats = Counter(code for code, _ in state.peers)
-    for code, session in state.sessions.items():
-        if int(session["browser_count"]["N"]) != seats[code]:
-            problems.append(f"session {code} counts {session['browser_count']['N']} browsers, has {seats[code]}")
-
-    if reported_count != len(state.sessions):
-        problems.append(f"debug says {reported_count} sessions, the table has {len(state.sessions)}")
-    if state.counted_sessions != len(state.sessions):
-        problems.append(f"the counter says {state.counted_sessions}, the table has {len(state.sessions)}")
-    return problems
-
-
-def assert_invariants(gateway: Gateway, dynamodb: Any) -> TableState:
-    state = read_table(dynamodb)
-    problems = invariant_violations(state, debug_count(gateway))
-    assert problems == [], problems
-    return state
-
-
-class FailureLog(logging.Handler):
-    """Collects what the relay logs at ERROR: handlers log every failure they swallow."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self) -> list[str]:
-        return [record.getMessage() for record in self.records]
-
-
-def relay_logger() -> logging.Logger:
-    from relay.observability import logger  # noqa: PLC0415
-
-    return logging.getLogger(logger.name)
-
-
-@pytest.fixture
-def failure_log() -> Iterator[FailureLog]:
-    log = FailureLog()
-    relay_logger().addHandler(log)
-    yield log
-    relay_logger().removeHandler(log)
-
+from tests.support.stream_records import expire_by_ttl, session_key
 
 # ---- the state machine -----------------------------------------------------------
 
@@ -419,7 +158,7 @@ class RelayMachine(RuleBasedStateMachine):
         return self.codes[index % len(self.codes)]
 
     def client_says(self, connection_id: str, body: dict[str, Any], must_answer: bool) -> list[Message]:
-        received = send_message(self.gateway, connection_id, body)
+        received = self.gateway.message(connection_id, body)
         replies = direct_replies(body["action"], received)
         assert len(replies) <= 1, (body, received)
         # Shown by --hypothesis-show-statistics: which outcomes the runs reached.

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from relay import protocol
 
-from tests.relay_harness import Gateway
+from tests.support.harness import Gateway
 
 TRANSACTION_PARTS = {
     "Put": "PutItem",

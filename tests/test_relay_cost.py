@@ -20,12 +20,12 @@ import boto3
 import pytest
 from relay import protocol
 from relay.protocol import ErrorCode
-from relay.session_store import SessionStore
 from relay.settings import Settings
+from relay.store import DynamoDbStore
 
-from tests.conftest import TABLE_NAME
-from tests.relay_harness import Gateway
-from tests.test_relay_rules import active_sessions, auth, other_well_formed_code, send, table_items
+from tests.support.aws import TABLE_NAME
+from tests.support.harness import Gateway
+from tests.support.messages import active_sessions, auth, other_well_formed_code, send, table_items
 
 # Calls that only read; anything else writes.
 READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query"})
@@ -189,7 +189,7 @@ def add_idle_sessions(dynamodb: Any, count: int, prefix: str) -> None:
     fresh codes and connection ids, written in batches. (Registering each through the
     store would be quadratic here: moto copies the whole table for every transaction.)
     """
-    store = SessionStore(dynamodb, Settings.from_environment())
+    store = DynamoDbStore(dynamodb, Settings.from_environment())
     mac, browser = f"{prefix}-mac", f"{prefix}-browser"
     code = store.register_mac_client(mac, prefix)
     session = store.validate_session_code(code)

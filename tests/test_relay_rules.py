@@ -16,23 +16,14 @@ import pytest
 from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
-from tests.relay_harness import Gateway, load_event
+from tests.support.aws import TABLE_NAME
+from tests.support.files import load_event
+from tests.support.harness import Gateway
+from tests.support.messages import active_sessions, auth, other_well_formed_code, send, table_items
 
 Reply = dict[str, Any]
 
-DEBUG_BODY_PREFIX = "Active sessions: "
-
-
 # ---- helpers -------------------------------------------------------------------------
-
-
-def active_sessions(gateway: Gateway) -> int:
-    response = gateway.debug_sessions()
-    assert response["statusCode"] == 200
-    assert response["headers"]["content-type"].startswith("text/plain")
-    body: str = response["body"]
-    assert body.startswith(DEBUG_BODY_PREFIX), body
-    return int(body.removeprefix(DEBUG_BODY_PREFIX))
 
 
 def error_code_of(replies: list[Reply]) -> ErrorCode:
@@ -56,23 +47,6 @@ def of_type(gateway: Gateway, connection_id: str, message_type: MessageType) -> 
 def is_well_formed(code: str) -> bool:
     # Written out here rather than calling protocol.is_well_formed_code, which is under test.
     return len(code) == protocol.CODE_LENGTH and all(ch in protocol.CODE_ALPHABET for ch in code)
-
-
-def other_well_formed_code(code: str) -> str:
-    """A well-formed code that differs from `code` in every position."""
-    alphabet = protocol.CODE_ALPHABET
-    return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
-
-
-def send(gateway: Gateway, connection_id: str, data: Any, to: Any = None, **extra: Any) -> list[Reply]:
-    body: dict[str, Any] = {"action": protocol.Action.SEND.value, "data": data, **extra}
-    if to is not None:
-        body["to"] = to
-    return gateway.message(connection_id, body)
-
-
-def auth(gateway: Gateway, connection_id: str, code: Any) -> list[Reply]:
-    return gateway.message(connection_id, {"action": protocol.Action.AUTH.value, "code": code})
 
 
 def register(gateway: Gateway, connection_id: str, client_id: Any = "mac-1") -> list[Reply]:
@@ -607,7 +581,7 @@ def test_malformed_messages_get_an_error_reply(gateway: Gateway, body: str, expe
 
 def test_deeply_nested_json_gets_bad_request(gateway: Gateway) -> None:
     # Deeper than Python's JSON parser can go, yet well under API Gateway's message limit.
-    # Sent to the $default function directly: relay_harness.Gateway.select_route does not
+    # Sent to the $default function directly: tests/support/harness.Gateway.select_route does not
     # survive parsing it (RecursionError), whereas API Gateway would route it to $default.
     depth = 20_000
     body = "[" * depth + "]" * depth
@@ -751,13 +725,6 @@ def test_disconnect_of_a_connection_that_never_bound_is_harmless(gateway: Gatewa
     assert frames_of(gateway, mac)[-1]["data"] == "fine"
 
 
-def table_items(dynamodb: Any) -> list[dict[str, Any]]:
-    from tests.conftest import TABLE_NAME  # noqa: PLC0415
-
-    paginator = dynamodb.get_paginator("scan")
-    return [item for page in paginator.paginate(TableName=TABLE_NAME) for item in page["Items"]]
-
-
 def test_nothing_is_left_behind_once_everyone_has_left(gateway: Gateway, dynamodb: Any) -> None:
     mac_a, code_a = gateway.register("mac-a")
     mac_b, code_b = gateway.register("mac-b")
@@ -885,8 +852,6 @@ def test_a_mac_that_vanished_before_a_browser_joined_ends_the_session(gateway: G
 
 
 def test_a_failing_table_gets_internal_error_replies_not_exceptions(gateway: Gateway, dynamodb: Any) -> None:
-    from tests.conftest import TABLE_NAME  # noqa: PLC0415
-
     mac, code = gateway.register()
     browser, _ = gateway.join(code)
     stranger = gateway.connect()

@@ -2,7 +2,7 @@
 
 DynamoDB's TTL deletion can lag by days, so an item past its `expires_at` must already
 count as gone. Time is shifted through the session store's clock, which the handlers'
-store is built with (websocket_route.SessionStore is looked up when the store is made).
+store is built with (relay.wiring.DynamoDbStore is looked up when the store is made).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from relay import protocol
 from relay.protocol import ErrorCode
-from relay.session_store import SessionStore
 from relay.settings import Settings
+from relay.store import DynamoDbStore
 
-from tests.conftest import TABLE_NAME
-from tests.relay_harness import Gateway
-from tests.test_relay_rules import active_sessions, auth, send
+from tests.support.aws import TABLE_NAME
+from tests.support.harness import Gateway
+from tests.support.messages import active_sessions, auth, send
 
 # Seconds of slack between reading the clock here and the handler reading it.
 CLOCK_TOLERANCE = 5
@@ -38,15 +38,15 @@ class ShiftedClock:
 def clock(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> ShiftedClock:
     # Imported here, not at the top: importing it reads the Powertools environment,
     # which the aws_environment fixture sets only once the test starts.
-    from relay import websocket_route  # noqa: PLC0415
+    from relay import wiring  # noqa: PLC0415
 
     shifted = ShiftedClock()
 
-    def store_with_shifted_clock(client: Any, settings: Settings) -> SessionStore:
-        return SessionStore(client, settings, clock=shifted)
+    def store_with_shifted_clock(client: Any, settings: Settings) -> DynamoDbStore:
+        return DynamoDbStore(client, settings, clock=shifted)
 
     # The gateway fixture has cleared the cached store; the next one is built with this.
-    monkeypatch.setattr(websocket_route, "SessionStore", store_with_shifted_clock)
+    monkeypatch.setattr(wiring, "DynamoDbStore", store_with_shifted_clock)
     return shifted
 
 
@@ -65,7 +65,7 @@ def session_items(dynamodb: Any, code: str, *connection_ids: str) -> list[dict[s
 
 
 def ttl_attribute() -> str:
-    from tests.conftest import sessions_table_definition  # noqa: PLC0415
+    from tests.support.aws import sessions_table_definition  # noqa: PLC0415
 
     return str(sessions_table_definition()["TimeToLiveSpecification"]["AttributeName"])
 

@@ -17,7 +17,9 @@ import pytest
 import yaml
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
-from tests.test_template import FUNCTION_DIRS
+from tests.support.template import FUNCTION_DIRS
+
+pytestmark = pytest.mark.process
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "sam-build"

@@ -22,8 +22,9 @@ import pytest
 from relay import protocol
 from relay_local import template as relay_local_template
 
-from tests.relay_harness import Gateway, load_template
-from tests.test_template import as_deployed, load_sam_template, resources_of_type, translate
+from tests.support.files import load_template
+from tests.support.harness import Gateway
+from tests.support.template import as_deployed, load_sam_template, resources_of_type, translate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,7 @@ def checkov_report() -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_checkov_finds_no_failed_check(checkov_report: dict[str, Any]) -> None:
     failed = [
         f"{check['check_id']} {check['resource']}: {check['check_name']}"
@@ -54,6 +56,7 @@ def test_checkov_finds_no_failed_check(checkov_report: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_every_skipped_check_says_why(checkov_report: dict[str, Any]) -> None:
     skipped = checkov_report["results"].get("skipped_checks", [])
     assert skipped, "expected the accepted checks to be skipped explicitly in the template"

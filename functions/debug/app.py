@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relay.observability import logger, metrics
-from relay.websocket_route import session_store
+from relay.wiring import session_store
 
 TEXT = {"content-type": "text/plain; charset=utf-8"}
 

@@ -5,6 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relay import protocol
 from relay.observability import logger, metrics
+from relay.pairing import Relay
 from relay.websocket_event import WebSocketEvent
 from relay.websocket_route import answer_client_message
 
@@ -13,8 +14,4 @@ from relay.websocket_route import answer_client_message
 @metrics.log_metrics
 def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = WebSocketEvent.from_lambda(raw_event)
-    return answer_client_message(
-        event,
-        protocol.PingRequest,
-        lambda relay, connection_id, _: relay.reply(connection_id, protocol.pong()),
-    )
+    return answer_client_message(event, protocol.PingRequest, Relay.ping)

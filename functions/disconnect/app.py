@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relay.observability import logger, metrics
 from relay.websocket_event import WebSocketEvent
-from relay.websocket_route import relay_for_event
+from relay.wiring import relay_for_event
 
 
 @logger.inject_lambda_context(clear_state=True)

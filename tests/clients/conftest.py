@@ -6,15 +6,13 @@ import functools
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
-BROWSER_DIR = ROOT / "clients" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.support.browser import BROWSER_DIR, CHROMIUM, require_chromium
+
 # Generous waits: the suite may share the machine with other heavy work. A wait is a
 # bound on failure, never a timing assertion.
 WAIT_MS = 20_000
@@ -36,16 +34,6 @@ CHROMIUM_ARGS = [
 def playwright_driver() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
-
-
-def require_chromium(path: Path) -> None:
-    if not path.exists():
-        # Fail, not skip: a missing browser must not pass CI as a green run.
-        pytest.fail(
-            f"{path} is missing. Install Debian's chromium: run scripts/ensure-chromium "
-            "(as root), or `sudo apt-get install -y chromium`.",
-            pytrace=False,
-        )
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from tests.clients.conftest import BROWSER_DIR
+from tests.support.browser import BROWSER_DIR
 
 APP_JS = (BROWSER_DIR / "app.js").read_text(encoding="utf-8")
 INDEX_HTML = (BROWSER_DIR / "index.html").read_text(encoding="utf-8")

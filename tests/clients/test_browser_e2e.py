@@ -18,10 +18,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from relay import protocol
 
-from tests.clients.conftest import ROOT
 from tests.clients.page_source import page_protocol, ui_message
-from tests.clients.processes import RunningProcess, console_script, free_port
-from tests.clients.relay_local_process import RelayLocal, start_relay_local
+from tests.support.files import ROOT
+from tests.support.processes import RunningProcess, console_script, free_port
+from tests.support.relay_local import RelayLocal, start_relay_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

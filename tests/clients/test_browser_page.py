@@ -16,10 +16,10 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 from relay import protocol
 
-from tests.clients.conftest import BROWSER_DIR
 from tests.clients.page_source import page_protocol, ui_message
-from tests.clients.processes import free_port
 from tests.clients.scripted_relay import ScriptedRelay
+from tests.support.browser import BROWSER_DIR
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.browser
 

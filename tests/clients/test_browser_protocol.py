@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from relay import protocol
 
-from tests.clients.conftest import require_chromium
 from tests.clients.page_source import APP_JS, BLOCK, INDEX_HTML, page_protocol
+from tests.support.browser import require_chromium
 
 
 def code_outside_block() -> str:

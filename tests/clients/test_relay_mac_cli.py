@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import pytest
 from relay import protocol
 
-from tests.clients.processes import RunningProcess, console_script, free_port
 from tests.clients.scripted_relay import ScriptedRelay
+from tests.support.processes import RunningProcess, console_script, free_port
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.clients.processes import RunningProcess, console_script
-from tests.clients.relay_local_process import RelayLocal, start_relay_local
+from tests.support.processes import RunningProcess, console_script
+from tests.support.relay_local import RelayLocal, start_relay_local
 
 pytestmark = pytest.mark.e2e
 

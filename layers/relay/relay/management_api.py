@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from relay import protocol
+from relay.model import Delivery
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -38,12 +38,6 @@ CLIENT_CONFIG = Config(
     read_timeout=5,
     max_pool_connections=16,
 )
-
-
-class Delivery(StrEnum):
-    DELIVERED = "delivered"
-    GONE = "gone"
-    TOO_LARGE = "too_large"
 
 
 def endpoint_for(domain_name: str, stage: str) -> str | None:
@@ -70,6 +64,8 @@ def _error_code(error: ClientError) -> str:
 
 
 class ManagementApi:
+    """relay.ports.Connections on API Gateway's Management API."""
+
     def __init__(self, client: ApiGatewayManagementApiClient) -> None:
         self._client = client
 

@@ -1,32 +1,39 @@
 """The relay's rules: who may register, authenticate and send, and who hears about it.
 
-`Relay` joins the two ports (SessionStore for state, ManagementApi for pushing to
-connections) and answers each client request with at most one reply to its sender.
+`Relay` speaks to its two ports (relay.ports: SessionStore for state, Connections for
+pushing to connections) and answers each client request with at most one reply to its
+sender. It knows nothing of AWS: relay.wiring gives it the DynamoDB store and the
+Management API; tests give it an in-memory store.
 """
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
+from typing import TYPE_CHECKING
 
 from relay import protocol, session_codes
-from relay.management_api import Delivery, ManagementApi
-from relay.observability import Metric, count, logger
-from relay.protocol import ErrorCode
-from relay.session_store import (
+from relay.model import (
     AlreadyBound,
     Browser,
+    BrowserConnection,
     CodeSpaceExhausted,
-    Connection,
+    Delivery,
+    ExpiredSession,
     InvalidCode,
-    Role,
+    MacConnection,
     SessionFull,
-    SessionStore,
+    StoreUnavailable,
+    UnboundConnection,
 )
+from relay.observability import Metric, count, logger
+from relay.protocol import ErrorCode
 from relay.settings import Settings
+
+if TYPE_CHECKING:
+    from relay.ports import Connections, SessionStore
 
 
 class Relay:
-    def __init__(self, store: SessionStore, connections: ManagementApi, settings: Settings) -> None:
+    def __init__(self, store: SessionStore, connections: Connections, settings: Settings) -> None:
         self.store = store
         self.connections = connections
         self.settings = settings
@@ -36,6 +43,10 @@ class Relay:
 
     def reply_error(self, connection_id: str, code: ErrorCode) -> Delivery:
         return self.reply(connection_id, protocol.error(code))
+
+    def ping(self, connection_id: str, request: protocol.PingRequest) -> None:
+        """A keepalive: answered, nothing else."""
+        self.reply(connection_id, protocol.pong())
 
     # ---- register --------------------------------------------------------------
 
@@ -69,7 +80,7 @@ class Relay:
         # guesser nothing about the code space.
         well_formed = protocol.is_well_formed_code(code)
         context = self.store.load_auth_context(connection_id, code if well_formed else None, source_ip)
-        if context.connection is not None and context.connection.role is not None:
+        if context.connection is not None and not isinstance(context.connection, UnboundConnection):
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
             return
         if context.failures_from_ip >= self.settings.auth_failures_per_ip:
@@ -98,12 +109,12 @@ class Relay:
             self._failed_auth(connection_id, source_ip)
             return
         logger.info("browser joined", extra={"code": protocol.redact_code(code), "peer": peer, "admitted": admitted})
-        browser = Connection(
+        browser = BrowserConnection(
             connection_id=connection_id,
-            role=Role.BROWSER,
             code=code,
             peer=peer,
             mac_connection_id=session.mac_connection_id,
+            admitted=admitted,
         )
         to_mac = protocol.peer_joined(peer) if admitted else protocol.join_request(peer, source_ip, user_agent)
         # The mac-client hears first: if it cannot be told, the browser is not let in.
@@ -120,15 +131,15 @@ class Relay:
         self.reply(connection_id, protocol.authenticated(code, peer) if admitted else protocol.pending())
         self._confirm_still_bound(browser)
 
-    def _confirm_still_bound(self, browser: Connection) -> None:
+    def _confirm_still_bound(self, browser: BrowserConnection) -> None:
         """If the mac-client left at this very moment, its session_closed may have reached
         the browser before our reply did: make sure the browser's last word is the truth."""
         try:
             now = self.store.get_connection(browser.connection_id)
-        except ClientError:
+        except StoreUnavailable:
             logger.warning("could not confirm the new browser's binding", exc_info=True)
             return
-        if now is None or now.code != browser.code:
+        if not isinstance(now, BrowserConnection) or now.code != browser.code:
             self.reply(browser.connection_id, protocol.session_closed())
 
     def _failed_auth(self, connection_id: str, source_ip: str) -> None:
@@ -145,21 +156,18 @@ class Relay:
 
     def send(self, connection_id: str, request: protocol.SendRequest) -> None:
         connection = self.store.get_connection(connection_id)
-        if connection is None or connection.role is None:
-            self.reply_error(connection_id, ErrorCode.NOT_BOUND)
-        elif connection.role is Role.BROWSER:
+        if isinstance(connection, BrowserConnection):
             self._send_to_mac(connection, request)
-        else:
+        elif isinstance(connection, MacConnection):
             self._send_to_browsers(connection, request)
+        else:
+            self.reply_error(connection_id, ErrorCode.NOT_BOUND)
 
     def _reject_payload(self, connection_id: str) -> None:
         count(Metric.PAYLOAD_REJECTIONS)
         self.reply_error(connection_id, ErrorCode.PAYLOAD_TOO_LARGE)
 
-    def _send_to_mac(self, browser: Connection, request: protocol.SendRequest) -> None:
-        assert browser.peer is not None
-        assert browser.mac_connection_id is not None
-        assert browser.code is not None
+    def _send_to_mac(self, browser: BrowserConnection, request: protocol.SendRequest) -> None:
         if not browser.admitted:
             self.reply_error(browser.connection_id, ErrorCode.NOT_ADMITTED)
             return
@@ -175,8 +183,7 @@ class Relay:
             self.end_session(browser.code, browser.mac_connection_id, spare=browser.connection_id)
             self.reply_error(browser.connection_id, ErrorCode.PEER_GONE)
 
-    def _send_to_browsers(self, mac: Connection, request: protocol.SendRequest) -> None:
-        assert mac.code is not None
+    def _send_to_browsers(self, mac: MacConnection, request: protocol.SendRequest) -> None:
         message = protocol.frame(protocol.MAC_PEER, request.data)
         if protocol.encoded_size(message) > protocol.MAX_MESSAGE_BYTES:
             self._reject_payload(mac.connection_id)
@@ -195,22 +202,21 @@ class Relay:
             count(Metric.FRAMES_RELAYED, delivered)
         for browser in browsers:
             if deliveries[browser.connection_id] is Delivery.GONE:
-                self.remove_browser(_as_connection(browser, mac))
+                self.remove_browser(browser.connection_in(mac))
         if any(d is Delivery.TOO_LARGE for d in deliveries.values()):
             self._reject_payload(mac.connection_id)
 
     # ---- admission control -----------------------------------------------------
 
-    def _mac_and_browser(self, connection_id: str, peer: str) -> tuple[Connection, Browser] | None:
+    def _mac_and_browser(self, connection_id: str, peer: str) -> tuple[MacConnection, Browser] | None:
         """The caller as a mac-client and its browser `peer`, or None after replying an error."""
         connection = self.store.get_connection(connection_id)
-        if connection is None or connection.role is None:
+        if connection is None or isinstance(connection, UnboundConnection):
             self.reply_error(connection_id, ErrorCode.NOT_BOUND)
             return None
-        if connection.role is not Role.MAC:
+        if not isinstance(connection, MacConnection):
             self.reply_error(connection_id, ErrorCode.NOT_MAC)
             return None
-        assert connection.code is not None
         browser = self.store.get_browser(connection.code, connection_id, peer)
         if browser is None:
             self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)
@@ -222,8 +228,7 @@ class Relay:
         if found is None:
             return
         mac, browser = found
-        assert mac.code is not None
-        removed = self.store.remove_browser(_as_connection(browser, mac))
+        removed = self.store.remove_browser(browser.connection_in(mac))
         if removed:
             logger.info("browser kicked", extra={"peer": browser.peer})
             self.connections.post(browser.connection_id, protocol.kicked())
@@ -234,14 +239,13 @@ class Relay:
         if found is None:
             return
         mac, browser = found
-        assert mac.code is not None
         if not browser.admitted and not self.store.admit_browser(mac.code, browser):
             self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)  # it left meanwhile
             return
         logger.info("browser admitted", extra={"peer": browser.peer})
         delivery = self.connections.post(browser.connection_id, protocol.authenticated(mac.code, browser.peer))
         if delivery is Delivery.GONE:
-            self.remove_browser(_as_connection(browser, mac))
+            self.remove_browser(browser.connection_in(mac))
             return
         self.reply(connection_id, protocol.peer_joined(browser.peer))
 
@@ -251,10 +255,9 @@ class Relay:
         connection = self.store.get_connection(connection_id)
         if connection is None:
             return  # never bound, or already cleaned up (a second $disconnect)
-        if connection.role is None:
+        if isinstance(connection, UnboundConnection):
             self.store.forget_connection(connection_id)
-        elif connection.role is Role.MAC:
-            assert connection.code is not None
+        elif isinstance(connection, MacConnection):
             self.end_session(connection.code, connection_id)
         else:
             self.remove_browser(connection)
@@ -269,33 +272,19 @@ class Relay:
             {b.connection_id: protocol.session_closed() for b in ended.browsers if b.connection_id != spare}
         )
 
-    def expire_session(self, code: str, mac_connection_id: str, created_at: int) -> None:
+    def expire_session(self, expired: ExpiredSession) -> None:
         """DynamoDB's TTL removed this session: its mac-client never said goodbye."""
-        ended = self.store.release_expired_session(code, mac_connection_id, created_at)
+        ended = self.store.release_expired_session(expired)
         if ended is None:
             return
-        logger.info("session expired", extra={"code": protocol.redact_code(code)})
+        logger.info("session expired", extra={"code": protocol.redact_code(expired.code)})
         self.connections.post_many({b.connection_id: protocol.session_closed() for b in ended.browsers})
-        self.store.forget_connection(mac_connection_id)
-        self.connections.close(mac_connection_id)
+        self.store.forget_connection(expired.mac_connection_id)
+        self.connections.close(expired.mac_connection_id)
 
-    def remove_browser(self, browser: Connection) -> None:
+    def remove_browser(self, browser: BrowserConnection) -> None:
         if not self.store.remove_browser(browser):
             return
-        assert browser.peer is not None
-        assert browser.mac_connection_id is not None
-        assert browser.code is not None
         left = self.reply(browser.mac_connection_id, protocol.peer_left(browser.peer))
         if left is Delivery.GONE:
             self.end_session(browser.code, browser.mac_connection_id)
-
-
-def _as_connection(browser: Browser, mac: Connection) -> Connection:
-    """A browser of the mac-client's session, as its connection record describes it."""
-    return Connection(
-        connection_id=browser.connection_id,
-        role=Role.BROWSER,
-        code=mac.code,
-        peer=browser.peer,
-        mac_connection_id=mac.connection_id,
-    )

@@ -6,8 +6,8 @@ import re
 import urllib.request
 from dataclasses import dataclass
 
-from tests.clients.conftest import ROOT
-from tests.clients.processes import RunningProcess, console_script
+from tests.support.files import ROOT
+from tests.support.processes import RunningProcess, console_script
 
 READY = re.compile(r"^relay-local ready (?P<ws>ws://\S+) (?P<http>http://\S+)$")
 RELAY_START_SECONDS = 120.0

@@ -19,25 +19,18 @@ import os
 import sys
 import urllib.parse
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import botocore.awsrequest
-from samtranslator.yaml_helper import yaml_parse
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "template.yaml"
-EVENTS = ROOT / "events"
-
-
-def load_template() -> dict[str, Any]:
-    return yaml_parse(TEMPLATE.read_text())  # type: ignore[no-any-return]
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / f"{name}.json").read_text())  # type: ignore[no-any-return]
+from tests.support.aws import boto3_session, reset_relay_caches
+from tests.support.files import ROOT, load_event, load_template
+from tests.support.stream_records import ttl_removal_record
 
 
 def _function_id(route: dict[str, Any]) -> str:
@@ -244,22 +237,15 @@ class Gateway:
         return self.sent[connection_id][-1]
 
 
-def ttl_removal_record(table: str, old_image: dict[str, Any], sequence: int = 1) -> dict[str, Any]:
-    """A DynamoDB Streams record as AWS delivers it for an item deleted by TTL."""
-    return {
-        "eventID": f"ttl-{sequence}",
-        "eventName": "REMOVE",
-        "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": "us-east-1",
-        "dynamodb": {
-            "ApproximateCreationDateTime": 1795656000,
-            "Keys": {"pk": old_image["pk"], "sk": old_image["sk"]},
-            "OldImage": old_image,
-            "SequenceNumber": f"{sequence:021d}",
-            "SizeBytes": 256,
-            "StreamViewType": "OLD_IMAGE",
-        },
-        "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
-        "eventSourceARN": f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-26T00:00:00.000",
-    }
+@contextmanager
+def observed_gateway() -> Iterator[Gateway]:
+    """A Gateway whose handlers start cold (fresh clients) and whose posts are observed."""
+    reset_relay_caches()
+    boto3.DEFAULT_SESSION = boto3_session()
+    gw = Gateway()
+    gw.observe(boto3.DEFAULT_SESSION.events)
+    try:
+        yield gw
+    finally:
+        reset_relay_caches()
+        boto3.DEFAULT_SESSION = None

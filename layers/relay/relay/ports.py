@@ -1,0 +1,115 @@
+"""The relay's two ports: where session state lives, and how messages reach connections.
+
+Relay (relay.pairing) speaks only to these protocols. relay.store.DynamoDbStore and
+relay.management_api.ManagementApi implement them on AWS; tests/support has an
+in-memory store that one contract suite (tests/test_store_contract.py) holds to the
+same behaviour as the DynamoDB one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from relay import protocol
+from relay.model import (
+    AuthContext,
+    Browser,
+    BrowserConnection,
+    Connection,
+    Delivery,
+    EndedSession,
+    ExpiredSession,
+    Session,
+)
+
+
+class SessionStore(Protocol):
+    """Session state. Every method raises only StoreError subclasses (relay.model).
+
+    Outcomes a caller must answer are exceptions named for them (AlreadyBound,
+    InvalidCode, SessionFull, CodeSpaceExhausted); StoreUnavailable means the store
+    itself failed.
+    """
+
+    # ---- connections ---------------------------------------------------------------
+    def get_connection(self, connection_id: str) -> Connection | None:
+        """What this connection is, or None if the relay knows nothing of it."""
+        ...
+
+    def forget_connection(self, connection_id: str) -> None:
+        """Drop whatever is recorded about this connection (its failed auths too)."""
+        ...
+
+    # ---- limits --------------------------------------------------------------------
+    def load_auth_context(self, connection_id: str, code: str | None, source_ip: str) -> AuthContext:
+        """The connection, the live session with `code` (if given) and the address's
+        failures in the current window, in one round trip."""
+        ...
+
+    def record_failed_auth(self, connection_id: str, source_ip: str) -> int:
+        """Count one failed auth for the connection and its address; the connection's total."""
+        ...
+
+    # ---- codes and sessions -------------------------------------------------------
+    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
+        """A new session with a fresh code, this connection its mac-client; the code.
+        Raises AlreadyBound or CodeSpaceExhausted."""
+        ...
+
+    def validate_session_code(self, code: str, include_expired: bool = False) -> Session | None:
+        """The live session with this code (or, with include_expired, one past its TTL)."""
+        ...
+
+    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
+        """End the mac-client's session and unbind its browsers at once; None if it had ended."""
+        ...
+
+    # ---- browsers -----------------------------------------------------------------
+    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
+        """Bind the connection to that very session as browser `peer`.
+        Raises AlreadyBound, InvalidCode (the session is gone) or SessionFull."""
+        ...
+
+    def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
+        """Browser `peer` of the session this mac-client owns, if it is there."""
+        ...
+
+    def list_browsers(self, code: str, mac_connection_id: str, include_expired: bool = False) -> list[Browser]:
+        """The browsers of the session this mac-client owns."""
+        ...
+
+    def admit_browser(self, code: str, browser: Browser) -> bool:
+        """Let a pending browser's frames flow; False if it is no longer waiting."""
+        ...
+
+    def remove_browser(self, browser: BrowserConnection) -> bool:
+        """Unbind the browser and forget its connection; False if it was already gone."""
+        ...
+
+    # ---- expiry -------------------------------------------------------------------
+    def release_expired_session(self, expired: ExpiredSession) -> EndedSession | None:
+        """After TTL deleted a session: drop the count and unbind its browsers, exactly
+        once however often the stream delivers it; None if released before."""
+        ...
+
+    # ---- counter ------------------------------------------------------------------
+    def session_count(self) -> int:
+        """The number of live sessions."""
+        ...
+
+
+class Connections(Protocol):
+    """Pushing to WebSocket connections (API Gateway's Management API on AWS)."""
+
+    def post(self, connection_id: str, message: protocol.Message) -> Delivery:
+        """Send one message; a closed connection is Delivery.GONE, not an error."""
+        ...
+
+    def post_many(self, messages: Mapping[str, protocol.Message]) -> dict[str, Delivery]:
+        """Send to several connections; every post finishes before this returns or raises."""
+        ...
+
+    def close(self, connection_id: str) -> None:
+        """Close the connection; one already gone is not an error."""
+        ...

@@ -1,0 +1,53 @@
+"""Sessions in DynamoDB: the relay's only state, behind relay.ports.SessionStore.
+
+One table, six kinds of item (pk / sk), each kept by one section of this package:
+
+    S#<code>      / #META         a session: its mac-client's connection, browser count,
+                                  approval mode, creation time, TTL           (sessions)
+    S#<code>      / P#<peer>      a browser of that session and its connection  (browsers)
+    S#<code>      / #EXPIRED#<created at>#<mac connection id>
+                                  marks a TTL-deleted session as released        (expiry)
+    C#<conn id>   / #CONN         what a connection is: unbound (failed auths only),
+                                  mac or browser                              (connections)
+    COUNTER#<n>   / #COUNT        one shard of the live-session counter          (counter)
+    IP#<address>  / W#<start>     failed auths from one address in one window    (limits)
+
+Every item carries `expires_at`, the table's TTL attribute. Every change that touches
+more than one item is a transaction (relay.store.table.Table.transact), so a failure
+leaves no partial state. Nothing here scans.
+
+To add an operation: write it in the section that owns its items (or a new section
+class mixed into DynamoDbStore), declare it on relay.ports.SessionStore, give
+tests/support/memory_store.py the same behaviour, and test both in
+tests/test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from relay.settings import Settings
+from relay.store.expiry import ExpiryRecords
+from relay.store.limits import LimitRecords
+from relay.store.sessions import SessionRecords
+from relay.store.table import Table
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+class DynamoDbStore(SessionRecords, ExpiryRecords, LimitRecords):
+    """The DynamoDB implementation of relay.ports.SessionStore."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(Table(client, settings, clock))
+
+
+__all__ = ["DynamoDbStore"]

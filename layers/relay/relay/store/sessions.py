@@ -1,0 +1,111 @@
+"""Codes and sessions (S#<code> / #META): registering a mac-client, looking a code up,
+ending a session.
+
+Codes are unique because the session item is written with `attribute_not_exists`: two
+registrations that draw the same code cannot both win.
+"""
+
+from __future__ import annotations
+
+from relay import session_codes
+from relay.model import AlreadyBound, CodeSpaceExhausted, EndedSession, Role, Session, StoreError
+from relay.store.browsers import BrowserRecords
+from relay.store.counter import CounterShards
+from relay.store.table import Cancelled, Item, Table, connection_key, flag, number, session_key
+
+# Ending a session retries when browsers join or leave at the same moment.
+END_ATTEMPTS = 5
+
+
+def session_from(table: Table, code: str, item: Item | None, include_expired: bool = False) -> Session | None:
+    if item is None or not (include_expired or table.live(item)):
+        return None
+    return Session(
+        code=code,
+        mac_connection_id=item["mac_connection_id"]["S"],
+        browser_count=number(item, "browser_count"),
+        approve=flag(item, "approve", False),
+    )
+
+
+class SessionRecords(BrowserRecords, CounterShards):
+    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
+        """Create a session with a fresh code whose mac-client is this connection.
+
+        Raises AlreadyBound if the connection is already in a session, and
+        CodeSpaceExhausted if every code drawn (up to the bound) was taken.
+        """
+        table = self.table
+        expires_at = table.expires_at()
+        for _ in range(table.settings.max_code_attempts):
+            # Looked up on the module at each call so that tests can replace it.
+            code = session_codes.generate_session_code()
+            bind_connection = table.update(
+                connection_key(connection_id),
+                "SET #role = :mac, code = :code, expires_at = :exp",
+                {":mac": {"S": Role.MAC.value}, ":code": {"S": code}, ":exp": {"N": expires_at}},
+                condition="attribute_not_exists(#role)",
+                names={"#role": "role"},
+            )
+            create_session = table.put(
+                {
+                    **session_key(code),
+                    "mac_connection_id": {"S": connection_id},
+                    "client_id": {"S": client_id},
+                    "browser_count": {"N": "0"},
+                    "approve": {"BOOL": approve},
+                    "created_at": {"N": str(table.now())},
+                    "expires_at": {"N": expires_at},
+                },
+                condition="attribute_not_exists(pk)",
+            )
+            try:
+                table.transact([bind_connection, create_session, self._counter_update(+1)])
+            except Cancelled as cancelled:
+                if cancelled.failed(0):
+                    raise AlreadyBound from None
+                if cancelled.failed(1):
+                    continue  # the code is taken by a live session: draw another
+                raise
+            return code
+        raise CodeSpaceExhausted
+
+    def validate_session_code(self, code: str, include_expired: bool = False) -> Session | None:
+        """The live session with this (normalised) code, if there is one."""
+        return session_from(self.table, code, self.table.get(session_key(code)), include_expired)
+
+    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
+        """End a session: its code stops working, the count drops and its browsers are
+        unbound, all in one transaction, so a failure part-way leaves the session whole.
+
+        The transaction requires the session's browser count to equal the browsers just
+        listed, so a browser joining in between makes it retry rather than leave that
+        browser bound to a dead session. Returns None if the session had already ended
+        (a second $disconnect, or a GoneException seen by two senders at once).
+        """
+        table = self.table
+        for attempt in range(END_ATTEMPTS):
+            session = self.validate_session_code(code, include_expired=True)
+            if session is None or session.mac_connection_id != mac_connection_id:
+                self.forget_connection(mac_connection_id)
+                return None
+            browsers = self.list_browsers(code, mac_connection_id, include_expired=True)
+            last_attempt = attempt == END_ATTEMPTS - 1
+            # On the last attempt, end the session even if the count and the list disagree.
+            condition = "mac_connection_id = :mac" + ("" if last_attempt else " AND browser_count = :n")
+            values: Item = {":mac": {"S": mac_connection_id}}
+            if not last_attempt:
+                values[":n"] = {"N": str(len(browsers))}
+            items = [
+                table.delete(session_key(code), condition=condition, values=values),
+                table.delete(connection_key(mac_connection_id)),
+                self._counter_update(-1),
+            ]
+            for browser in browsers:
+                items += self._unbind_items(code, browser)
+            try:
+                table.transact(items)
+            except Cancelled:
+                continue  # someone joined or left meanwhile: look again
+            return EndedSession(code=code, browsers=browsers)
+        raise StoreError(f"could not end session {code[:2]}****")

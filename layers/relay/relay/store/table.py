@@ -1,0 +1,225 @@
+"""The sessions table as the store's sections use it: keys, liveness, and calls that
+speak only StoreError.
+
+Every call names the table once, here; a transaction the table refuses comes back as
+Cancelled with DynamoDB's reasons, item by item; any other AWS error (after botocore's
+own retries) becomes StoreUnavailable, so nothing above the store sees botocore.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from relay.model import StoreError, StoreUnavailable
+from relay.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Item = dict[str, Any]
+
+# Sort keys of the item kinds (see relay.store for the whole layout).
+META = "#META"
+CONN = "#CONN"
+COUNT = "#COUNT"
+PEER_PREFIX = "P#"
+EXPIRED_PREFIX = "#EXPIRED#"
+
+CONDITION_FAILED = "ConditionalCheckFailed"
+
+# batch_get_item takes at most this many keys per call.
+_BATCH_GET_LIMIT = 100
+
+
+def session_partition(code: str) -> str:
+    return f"S#{code}"
+
+
+def session_key(code: str) -> Item:
+    return {"pk": {"S": session_partition(code)}, "sk": {"S": META}}
+
+
+def peer_key(code: str, peer: str) -> Item:
+    return {"pk": {"S": session_partition(code)}, "sk": {"S": PEER_PREFIX + peer}}
+
+
+def connection_key(connection_id: str) -> Item:
+    return {"pk": {"S": f"C#{connection_id}"}, "sk": {"S": CONN}}
+
+
+def counter_key(shard: int) -> Item:
+    return {"pk": {"S": f"COUNTER#{shard}"}, "sk": {"S": COUNT}}
+
+
+def ip_window_key(source_ip: str, window_start: int) -> Item:
+    return {"pk": {"S": f"IP#{source_ip}"}, "sk": {"S": f"W#{window_start}"}}
+
+
+def expired_marker_key(code: str, created_at: int, mac_connection_id: str) -> Item:
+    # The mac-client's connection id tells apart two sessions that held the same code
+    # and were created in the same second.
+    return {"pk": {"S": session_partition(code)}, "sk": {"S": f"{EXPIRED_PREFIX}{created_at}#{mac_connection_id}"}}
+
+
+def text(item: Item, name: str) -> str | None:
+    value = item.get(name)
+    return str(value["S"]) if value else None
+
+
+def flag(item: Item, name: str, default: bool) -> bool:
+    return bool(item.get(name, {"BOOL": default})["BOOL"])
+
+
+def number(item: Item, name: str, default: int = 0) -> int:
+    return int(item[name]["N"]) if name in item else default
+
+
+class Cancelled(StoreError):
+    """A transaction DynamoDB cancelled; `reasons` has one code per item, in order.
+
+    Sections turn the reasons they expect into outcomes (AlreadyBound, ...); any other
+    reaches the caller as this StoreError.
+    """
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(reasons)
+        self.reasons = reasons
+
+    def failed(self, index: int) -> bool:
+        """Did the item at `index` fail its condition?"""
+        return self.reasons[index : index + 1] == [CONDITION_FAILED]
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class Table:
+    """One DynamoDB table, its settings and its clock: what every store section shares."""
+
+    def __init__(self, client: DynamoDBClient, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.settings = settings
+        self.name = settings.table_name
+        self.clock = clock
+
+    # ---- time ---------------------------------------------------------------------
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def expires_at(self) -> str:
+        return str(self.now() + self.settings.session_ttl_seconds)
+
+    def live(self, item: Item | None) -> bool:
+        """TTL deletion can lag by days, so an item past its expiry counts as gone."""
+        if not item:
+            return False
+        expires_at = item.get("expires_at")
+        return expires_at is None or int(expires_at["N"]) > self.now()
+
+    # ---- transaction items ----------------------------------------------------------
+
+    def put(self, item: Item, condition: str | None = None) -> Item:
+        put: Item = {"TableName": self.name, "Item": item}
+        if condition:
+            put["ConditionExpression"] = condition
+        return {"Put": put}
+
+    def update(
+        self,
+        key: Item,
+        expression: str,
+        values: Item,
+        condition: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> Item:
+        update: Item = {
+            "TableName": self.name,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": values,
+        }
+        if condition:
+            update["ConditionExpression"] = condition
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return {"Update": update}
+
+    def delete(self, key: Item, condition: str | None = None, values: Item | None = None) -> Item:
+        delete: Item = {"TableName": self.name, "Key": key}
+        if condition:
+            delete["ConditionExpression"] = condition
+        if values:
+            delete["ExpressionAttributeValues"] = values
+        return {"Delete": delete}
+
+    # ---- calls ----------------------------------------------------------------------
+
+    def transact(self, items: Sequence[Item]) -> None:
+        """Write all items or none; raises Cancelled with the per-item reasons."""
+        try:
+            self.client.transact_write_items(TransactItems=list(items))  # type: ignore[arg-type]
+        except ClientError as error:
+            if _error_code(error) == "TransactionCanceledException":
+                reasons = error.response.get("CancellationReasons") or []
+                raise Cancelled([reason.get("Code", "None") for reason in reasons]) from None
+            raise StoreUnavailable(_error_code(error)) from error
+
+    def write(self, operation: Item) -> Item:
+        """One Update or Delete on its own (a transaction item's body); the response."""
+        ((kind, request),) = operation.items()
+        try:
+            if kind == "Update":
+                return self.client.update_item(**request)  # type: ignore[return-value]
+            return self.client.delete_item(**request)  # type: ignore[return-value]
+        except ClientError as error:
+            raise StoreUnavailable(_error_code(error)) from error
+
+    def get(self, key: Item) -> Item | None:
+        try:
+            item: Item | None = self.client.get_item(TableName=self.name, Key=key, ConsistentRead=True).get("Item")
+        except ClientError as error:
+            raise StoreUnavailable(_error_code(error)) from error
+        return item
+
+    def batch_get(self, keys: Sequence[Item]) -> list[Item]:
+        """Every item of `keys` that exists, in any order, following UnprocessedKeys."""
+        found: list[Item] = []
+        pending = list(keys)
+        try:
+            while pending:
+                batch, pending = pending[:_BATCH_GET_LIMIT], pending[_BATCH_GET_LIMIT:]
+                response = self.client.batch_get_item(RequestItems={self.name: {"Keys": batch, "ConsistentRead": True}})
+                found += response.get("Responses", {}).get(self.name, [])
+                unprocessed: Any = response.get("UnprocessedKeys") or {}
+                pending = list(unprocessed.get(self.name, {}).get("Keys", [])) + pending
+        except ClientError as error:
+            raise StoreUnavailable(_error_code(error)) from error
+        return found
+
+    def query_prefix(self, partition: str, sort_key_prefix: str) -> Iterator[Item]:
+        """The items of one partition whose sort key starts with the prefix, page by page."""
+        paginator = self.client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.name,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": partition}, ":prefix": {"S": sort_key_prefix}},
+            ConsistentRead=True,
+        )
+        try:
+            for page in pages:
+                yield from page.get("Items", [])
+        except ClientError as error:
+            raise StoreUnavailable(_error_code(error)) from error
+
+
+class Section:
+    """One concern of the store (sessions, browsers, ...): every section shares the table."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table

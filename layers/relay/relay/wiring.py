@@ -1,0 +1,59 @@
+"""The object graph, built in one place: the DynamoDB store, the Management API clients,
+and the Relay that joins them, each made once per container and reused across
+invocations (creating AWS clients is slow, reusing them is free).
+
+Handlers take what they need from here; tests reset the caches (tests/support) to start
+a container cold.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import boto3
+from botocore.config import Config
+
+from relay.management_api import ManagementApi, endpoint_for, management_client
+from relay.pairing import Relay
+from relay.settings import Settings
+from relay.store import DynamoDbStore
+from relay.websocket_event import WebSocketEvent
+
+DYNAMODB_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=2,
+    read_timeout=3,
+)
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_environment()
+
+
+@cache
+def session_store() -> DynamoDbStore:
+    return DynamoDbStore(boto3.client("dynamodb", config=DYNAMODB_CONFIG), settings())
+
+
+@cache
+def relay_for(domain_name: str, stage: str) -> Relay:
+    api = ManagementApi(management_client(endpoint_for(domain_name, stage)))
+    return Relay(session_store(), api, settings())
+
+
+@cache
+def relay_for_configured_endpoint() -> Relay:
+    """For functions no WebSocket event reaches (the TTL stream): the endpoint comes from
+    AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, which the template sets for them."""
+    return Relay(session_store(), ManagementApi(management_client(None)), settings())
+
+
+def relay_for_event(event: WebSocketEvent) -> Relay:
+    return relay_for(event.domain_name, event.stage)
+
+
+def reset() -> None:
+    """Forget every cached object, as a new container would (for tests)."""
+    for factory in (settings, session_store, relay_for, relay_for_configured_endpoint, management_client):
+        factory.cache_clear()

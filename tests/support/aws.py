@@ -1,0 +1,63 @@
+"""The in-process AWS the tests run on: moto, the sessions table exactly as template.yaml
+declares it, and the relay's cached clients reset between tests."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.loaders import create_loader
+
+from tests.support.files import load_template
+
+TABLE_NAME = "relay-sessions-test"
+REGION = "us-east-1"
+
+# Powertools reads these when relay.observability is first imported, which a test module
+# may do before any fixture runs; take them from the template, as deployed.
+GLOBAL_ENVIRONMENT = load_template()["Globals"]["Function"]["Environment"]["Variables"]
+for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+    os.environ.setdefault(_name, str(GLOBAL_ENVIRONMENT[_name]))
+
+
+def sessions_table_definition() -> dict[str, Any]:
+    """The table's key schema and TTL exactly as template.yaml declares them."""
+    template = load_template()
+    table = next(r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table")
+    return table["Properties"]  # type: ignore[no-any-return]
+
+
+def create_sessions_table(client: Any, name: str = TABLE_NAME) -> None:
+    definition = sessions_table_definition()
+    client.create_table(
+        TableName=name,
+        KeySchema=definition["KeySchema"],
+        AttributeDefinitions=definition["AttributeDefinitions"],
+        BillingMode=definition["BillingMode"],
+    )
+    ttl = definition["TimeToLiveSpecification"]
+    client.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]},
+    )
+
+
+def reset_relay_caches() -> None:
+    # Imported late: the handlers' modules must first be loaded with the test environment.
+    from relay import wiring  # noqa: PLC0415
+
+    wiring.reset()
+
+
+# AWS's service models, read once for the whole run: a fresh botocore session would parse
+# them again, a tenth of a second for every test.
+_SERVICE_MODELS = create_loader()
+
+
+def boto3_session() -> boto3.Session:
+    """A new boto3 session (its own event hooks, its own clients) on the shared service models."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _SERVICE_MODELS)
+    return boto3.Session(botocore_session=core, region_name=REGION)

@@ -1,0 +1,301 @@
+"""An in-memory relay.ports.SessionStore, for rule tests that run in milliseconds.
+
+It keeps the same records as the DynamoDB store (sessions, browsers, connections, the
+counter, address windows, expiry markers) with the same conditions and the same TTL
+liveness, one lock around each operation. tests/test_store_contract.py runs one suite
+against this and against relay.store.DynamoDbStore on moto, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from relay import session_codes
+from relay.model import (
+    AlreadyBound,
+    AuthContext,
+    Browser,
+    BrowserConnection,
+    CodeSpaceExhausted,
+    Connection,
+    EndedSession,
+    ExpiredSession,
+    InvalidCode,
+    MacConnection,
+    Role,
+    Session,
+    SessionFull,
+    StoreError,
+    UnboundConnection,
+)
+from relay.settings import Settings
+
+# A marker outlives any stream record (the DynamoDB store keeps it 24 hours).
+MARKER_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class _SessionRecord:
+    mac_connection_id: str
+    client_id: str
+    browser_count: int
+    approve: bool
+    created_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class _PeerRecord:
+    connection_id: str
+    mac_connection_id: str
+    admitted: bool
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class _ConnectionRecord:
+    role: Role | None = None
+    code: str | None = None
+    peer: str | None = None
+    mac_connection_id: str | None = None
+    admitted: bool = True
+    failed_auths: int = 0
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class _Window:
+    failures: int
+    expires_at: int
+
+
+class MemoryStore:
+    """relay.ports.SessionStore in a few dictionaries."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._sessions: dict[str, _SessionRecord] = {}
+        self._peers: dict[tuple[str, str], _PeerRecord] = {}
+        self._connections: dict[str, _ConnectionRecord] = {}
+        self._windows: dict[tuple[str, int], _Window] = {}
+        self._markers: dict[tuple[str, int, str], int] = {}
+        self._count = 0
+
+    # ---- helpers ------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _expires_at(self) -> int:
+        return self._now() + self.settings.session_ttl_seconds
+
+    def _live(self, expires_at: int | None) -> bool:
+        return expires_at is None or expires_at > self._now()
+
+    def _window_start(self) -> int:
+        window = self.settings.auth_failure_window_seconds
+        return self._now() // window * window
+
+    def _session(self, code: str, include_expired: bool = False) -> Session | None:
+        record = self._sessions.get(code)
+        if record is None or not (include_expired or self._live(record.expires_at)):
+            return None
+        return Session(code, record.mac_connection_id, record.browser_count, record.approve)
+
+    def _browsers(self, code: str, mac_connection_id: str, include_expired: bool) -> list[Browser]:
+        return [
+            Browser(peer, record.connection_id, record.admitted)
+            for (peer_code, peer), record in sorted(self._peers.items())
+            if peer_code == code
+            and record.mac_connection_id == mac_connection_id
+            and (include_expired or self._live(record.expires_at))
+        ]
+
+    def _unbind(self, code: str, browser: Browser) -> bool:
+        """Take a browser out of its session, if its records are still this browser's."""
+        peer = self._peers.get((code, browser.peer))
+        connection = self._connections.get(browser.connection_id)
+        if peer is None or peer.connection_id != browser.connection_id:
+            return False
+        if connection is not None and (connection.code != code or connection.peer != browser.peer):
+            return False
+        del self._peers[(code, browser.peer)]
+        self._connections.pop(browser.connection_id, None)
+        return True
+
+    # ---- connections ----------------------------------------------------------------
+
+    def get_connection(self, connection_id: str) -> Connection | None:
+        with self._lock:
+            record = self._connections.get(connection_id)
+            if record is None or not self._live(record.expires_at):
+                return None
+            if record.role is Role.MAC and record.code is not None:
+                return MacConnection(connection_id, record.code)
+            if record.role is Role.BROWSER and record.code is not None:
+                return BrowserConnection(
+                    connection_id, record.code, str(record.peer), str(record.mac_connection_id), record.admitted
+                )
+            return UnboundConnection(connection_id, record.failed_auths)
+
+    def forget_connection(self, connection_id: str) -> None:
+        with self._lock:
+            self._connections.pop(connection_id, None)
+
+    # ---- limits ---------------------------------------------------------------------
+
+    def load_auth_context(self, connection_id: str, code: str | None, source_ip: str) -> AuthContext:
+        with self._lock:
+            window = self._windows.get((source_ip, self._window_start()))
+            return AuthContext(
+                connection=self.get_connection(connection_id),
+                session=self._session(code) if code is not None else None,
+                failures_from_ip=window.failures if window and self._live(window.expires_at) else 0,
+            )
+
+    def record_failed_auth(self, connection_id: str, source_ip: str) -> int:
+        with self._lock:
+            start = self._window_start()
+            window = self._windows.get((source_ip, start))
+            expires = start + 2 * self.settings.auth_failure_window_seconds
+            self._windows[(source_ip, start)] = _Window(
+                (window.failures if window else 0) + 1, window.expires_at if window else expires
+            )
+            record = self._connections.get(connection_id) or _ConnectionRecord()
+            record = replace(
+                record,
+                failed_auths=record.failed_auths + 1,
+                expires_at=record.expires_at if record.expires_at is not None else self._expires_at(),
+            )
+            self._connections[connection_id] = record
+            return record.failed_auths
+
+    # ---- codes and sessions --------------------------------------------------------
+
+    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
+        with self._lock:
+            expires_at = self._expires_at()
+            for _ in range(self.settings.max_code_attempts):
+                code = session_codes.generate_session_code()
+                connection = self._connections.get(connection_id) or _ConnectionRecord()
+                if connection.role is not None:
+                    raise AlreadyBound
+                if code in self._sessions:  # even one past its TTL that is not deleted yet
+                    continue
+                self._connections[connection_id] = replace(connection, role=Role.MAC, code=code, expires_at=expires_at)
+                self._sessions[code] = _SessionRecord(connection_id, client_id, 0, approve, self._now(), expires_at)
+                self._count += 1
+                return code
+            raise CodeSpaceExhausted
+
+    def validate_session_code(self, code: str, include_expired: bool = False) -> Session | None:
+        with self._lock:
+            return self._session(code, include_expired)
+
+    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
+        with self._lock:
+            session = self._session(code, include_expired=True)
+            if session is None or session.mac_connection_id != mac_connection_id:
+                self._connections.pop(mac_connection_id, None)
+                return None
+            browsers = self._browsers(code, mac_connection_id, include_expired=True)
+            for browser in browsers:
+                self._unbind(code, browser)
+            del self._sessions[code]
+            self._connections.pop(mac_connection_id, None)
+            self._count -= 1
+            return EndedSession(code, browsers)
+
+    # ---- browsers ------------------------------------------------------------------
+
+    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
+        with self._lock:
+            connection = self._connections.get(connection_id) or _ConnectionRecord()
+            if connection.role is not None:
+                raise AlreadyBound
+            current = self._sessions.get(session.code)
+            if (
+                current is None
+                or current.mac_connection_id != session.mac_connection_id
+                or current.expires_at <= self._now()
+            ):
+                raise InvalidCode
+            if current.browser_count >= self.settings.max_browsers:
+                raise SessionFull
+            if (session.code, peer) in self._peers:
+                raise StoreError("peer id taken")
+            expires_at = self._expires_at()
+            self._sessions[session.code] = replace(current, browser_count=current.browser_count + 1)
+            self._peers[(session.code, peer)] = _PeerRecord(
+                connection_id, session.mac_connection_id, admitted, expires_at
+            )
+            self._connections[connection_id] = _ConnectionRecord(
+                Role.BROWSER, session.code, peer, session.mac_connection_id, admitted, 0, expires_at
+            )
+
+    def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
+        with self._lock:
+            record = self._peers.get((code, peer))
+            if record is None or not self._live(record.expires_at) or record.mac_connection_id != mac_connection_id:
+                return None
+            return Browser(peer, record.connection_id, record.admitted)
+
+    def list_browsers(self, code: str, mac_connection_id: str, include_expired: bool = False) -> list[Browser]:
+        with self._lock:
+            return self._browsers(code, mac_connection_id, include_expired)
+
+    def admit_browser(self, code: str, browser: Browser) -> bool:
+        with self._lock:
+            peer = self._peers.get((code, browser.peer))
+            connection = self._connections.get(browser.connection_id)
+            if peer is None or peer.connection_id != browser.connection_id or peer.admitted:
+                return False
+            if connection is None or connection.code != code or connection.peer != browser.peer:
+                return False
+            self._peers[(code, browser.peer)] = replace(peer, admitted=True)
+            self._connections[browser.connection_id] = replace(connection, admitted=True)
+            return True
+
+    def remove_browser(self, browser: BrowserConnection) -> bool:
+        with self._lock:
+            peer = self._peers.get((browser.code, browser.peer))
+            if peer is None or peer.connection_id != browser.connection_id:
+                self._connections.pop(browser.connection_id, None)  # already unbound elsewhere
+                return False
+            del self._peers[(browser.code, browser.peer)]
+            self._connections.pop(browser.connection_id, None)
+            session = self._sessions.get(browser.code)
+            if session is not None and session.mac_connection_id == browser.mac_connection_id:
+                self._sessions[browser.code] = replace(session, browser_count=session.browser_count - 1)
+            return True
+
+    # ---- expiry --------------------------------------------------------------------
+
+    def release_expired_session(self, expired: ExpiredSession) -> EndedSession | None:
+        with self._lock:
+            marker = (expired.code, expired.created_at, expired.mac_connection_id)
+            if marker in self._markers:
+                return None
+            browsers = self._browsers(expired.code, expired.mac_connection_id, include_expired=True)
+            for browser in browsers:
+                self._unbind(expired.code, browser)
+            self._markers[marker] = self._now() + MARKER_SECONDS
+            self._count -= 1
+            return EndedSession(expired.code, browsers)
+
+    def delete_expired_session(self, code: str) -> ExpiredSession:
+        """Play DynamoDB's TTL: delete the session item; what its stream record says."""
+        with self._lock:
+            record = self._sessions.pop(code)
+            return ExpiredSession(code, record.mac_connection_id, record.created_at)
+
+    # ---- counter -------------------------------------------------------------------
+
+    def session_count(self) -> int:
+        with self._lock:
+            return self._count

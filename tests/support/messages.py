@@ -1,0 +1,44 @@
+"""Client messages and observations shared by the tests that drive the handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay import protocol
+
+from tests.support.aws import TABLE_NAME
+from tests.support.harness import Gateway
+from tests.support.invariants import DEBUG_BODY_PREFIX
+
+Reply = dict[str, Any]
+
+
+def active_sessions(gateway: Gateway) -> int:
+    response = gateway.debug_sessions()
+    assert response["statusCode"] == 200
+    assert response["headers"]["content-type"].startswith("text/plain")
+    body: str = response["body"]
+    assert body.startswith(DEBUG_BODY_PREFIX), body
+    return int(body.removeprefix(DEBUG_BODY_PREFIX))
+
+
+def other_well_formed_code(code: str) -> str:
+    """A well-formed code that differs from `code` in every position."""
+    alphabet = protocol.CODE_ALPHABET
+    return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
+
+
+def send(gateway: Gateway, connection_id: str, data: Any, to: Any = None, **extra: Any) -> list[Reply]:
+    body: dict[str, Any] = {"action": protocol.Action.SEND.value, "data": data, **extra}
+    if to is not None:
+        body["to"] = to
+    return gateway.message(connection_id, body)
+
+
+def auth(gateway: Gateway, connection_id: str, code: Any) -> list[Reply]:
+    return gateway.message(connection_id, {"action": protocol.Action.AUTH.value, "code": code})
+
+
+def table_items(dynamodb: Any) -> list[dict[str, Any]]:
+    paginator = dynamodb.get_paginator("scan")
+    return [item for page in paginator.paginate(TableName=TABLE_NAME) for item in page["Items"]]

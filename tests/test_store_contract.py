@@ -1,0 +1,415 @@
+"""One contract for both session stores: the in-memory one the rule tests use
+(tests/support/memory_store.py) and the DynamoDB one (relay.store, here on moto).
+
+Every test runs against both, so the fake cannot drift from the real store. Races are
+not here: they need DynamoDB's own interleavings (tests/test_concurrency.py,
+tests/test_invariants.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from relay import session_codes
+from relay.model import (
+    AlreadyBound,
+    Browser,
+    BrowserConnection,
+    CodeSpaceExhausted,
+    EndedSession,
+    ExpiredSession,
+    InvalidCode,
+    MacConnection,
+    SessionFull,
+    UnboundConnection,
+)
+from relay.ports import SessionStore
+from relay.settings import Settings
+from relay.store import DynamoDbStore
+from relay.store.expiry import expired_session_from_record
+
+from tests.support.aws import TABLE_NAME
+from tests.support.memory_store import MemoryStore
+from tests.support.stream_records import ttl_removal_record
+
+TTL = 3600
+WINDOW = 600
+SETTINGS = Settings(
+    table_name=TABLE_NAME,
+    max_browsers=2,
+    max_code_attempts=3,
+    session_ttl_seconds=TTL,
+    auth_failure_window_seconds=WINDOW,
+)
+IP = "203.0.113.9"
+
+
+class Clock:
+    """A settable clock both stores read."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Subject:
+    store: SessionStore
+    clock: Clock
+    delete_by_ttl: Callable[[str], ExpiredSession]  # plays DynamoDB's TTL on a session
+
+
+def _dynamodb_subject(client: Any) -> Subject:
+    clock = Clock()
+
+    def delete_by_ttl(code: str) -> ExpiredSession:
+        key = {"pk": {"S": f"S#{code}"}, "sk": {"S": "#META"}}
+        old = client.get_item(TableName=TABLE_NAME, Key=key)["Item"]
+        client.delete_item(TableName=TABLE_NAME, Key=key)
+        expired = expired_session_from_record(ttl_removal_record(TABLE_NAME, old))
+        assert expired is not None
+        return expired
+
+    return Subject(DynamoDbStore(client, SETTINGS, clock=clock), clock, delete_by_ttl)
+
+
+def _memory_subject() -> Subject:
+    clock = Clock()
+    store = MemoryStore(SETTINGS, clock=clock)
+    return Subject(store, clock, store.delete_expired_session)
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    if request.param == "memory":
+        yield _memory_subject()
+    else:
+        yield _dynamodb_subject(request.getfixturevalue("dynamodb"))
+
+
+@pytest.fixture
+def codes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The codes registrations will draw, in order (append to choose them)."""
+    drawn: list[str] = []
+    fresh = (f"K{n:05d}".translate(str.maketrans("0123456789", "ABCDEFGHJK")) for n in itertools.count())
+    monkeypatch.setattr(session_codes, "generate_session_code", lambda: drawn.pop(0) if drawn else next(fresh))
+    return drawn
+
+
+def join(store: SessionStore, code: str, connection_id: str, peer: str, admitted: bool = True) -> BrowserConnection:
+    session = store.validate_session_code(code)
+    assert session is not None
+    store.add_browser(connection_id, session, peer, admitted=admitted)
+    connection = store.get_connection(connection_id)
+    assert isinstance(connection, BrowserConnection)
+    return connection
+
+
+def seats_taken(store: SessionStore, code: str) -> int:
+    session = store.validate_session_code(code)
+    assert session is not None
+    return session.browser_count
+
+
+# ---- codes and sessions ---------------------------------------------------------------
+
+
+def test_register_binds_the_connection_as_mac_client_of_a_new_session(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "client-1", approve=True)
+
+    assert store.get_connection("mac") == MacConnection("mac", code)
+    session = store.validate_session_code(code)
+    assert session is not None
+    assert (session.mac_connection_id, session.browser_count, session.approve) == ("mac", 0, True)
+    assert store.session_count() == 1
+
+
+def test_a_bound_connection_cannot_register_again(subject: Subject) -> None:
+    subject.store.register_mac_client("mac", "client-1")
+
+    with pytest.raises(AlreadyBound):
+        subject.store.register_mac_client("mac", "client-1")
+    assert subject.store.session_count() == 1
+
+
+def test_a_taken_code_is_drawn_again(subject: Subject, codes: list[str]) -> None:
+    codes += ["AAAAAA", "AAAAAA", "BBBBBB"]
+    assert subject.store.register_mac_client("mac-1", "c") == "AAAAAA"
+
+    assert subject.store.register_mac_client("mac-2", "c") == "BBBBBB"
+
+
+def test_a_code_past_its_ttl_but_not_yet_deleted_is_still_taken(subject: Subject, codes: list[str]) -> None:
+    codes += ["AAAAAA", "AAAAAA", "BBBBBB"]
+    subject.store.register_mac_client("mac-1", "c")
+    subject.clock.now += TTL + 1
+
+    assert subject.store.register_mac_client("mac-2", "c") == "BBBBBB"
+
+
+def test_registration_gives_up_after_the_attempt_bound(subject: Subject, codes: list[str]) -> None:
+    codes += ["AAAAAA"] * (1 + SETTINGS.max_code_attempts)
+    subject.store.register_mac_client("mac-1", "c")
+
+    with pytest.raises(CodeSpaceExhausted):
+        subject.store.register_mac_client("mac-2", "c")
+    assert subject.store.get_connection("mac-2") is None
+
+
+def test_unknown_connections_and_codes_are_none(subject: Subject) -> None:
+    assert subject.store.get_connection("nobody") is None
+    assert subject.store.validate_session_code("ZZZZZZ") is None
+
+
+def test_ending_a_session_unbinds_its_browsers_and_drops_the_count(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    join(store, code, "b1", "p1")
+    join(store, code, "b2", "p2", admitted=False)
+
+    ended = store.remove_session(code, "mac")
+
+    assert ended == EndedSession(code, [Browser("p1", "b1"), Browser("p2", "b2", admitted=False)])
+    assert store.validate_session_code(code, include_expired=True) is None
+    assert [store.get_connection(c) for c in ("mac", "b1", "b2")] == [None, None, None]
+    assert store.session_count() == 0
+
+
+def test_ending_a_session_twice_or_by_another_mac_client_is_none(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+
+    assert store.remove_session(code, "other-mac") is None
+    assert store.remove_session(code, "mac") is not None
+    assert store.remove_session(code, "mac") is None
+    assert store.session_count() == 0
+
+
+# ---- browsers --------------------------------------------------------------------------
+
+
+def test_a_browser_joins_and_is_found_by_its_mac_client(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+
+    join(store, code, "b1", "p1")
+
+    assert store.get_connection("b1") == BrowserConnection("b1", code, "p1", "mac", admitted=True)
+    assert store.get_browser(code, "mac", "p1") == Browser("p1", "b1")
+    assert store.get_browser(code, "another-mac", "p1") is None
+    assert store.list_browsers(code, "mac") == [Browser("p1", "b1")]
+    assert store.list_browsers(code, "another-mac") == []
+    assert seats_taken(store, code) == 1
+
+
+def test_a_bound_connection_cannot_join(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    join(store, code, "b1", "p1")
+
+    with pytest.raises(AlreadyBound):
+        join(store, code, "mac", "p2")
+    with pytest.raises(AlreadyBound):
+        join(store, code, "b1", "p3")
+
+
+def test_a_full_session_takes_no_more_browsers(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    stale = store.validate_session_code(code)
+    assert stale is not None
+    for n in range(SETTINGS.max_browsers):
+        join(store, code, f"b{n}", f"p{n}")
+
+    with pytest.raises(SessionFull):
+        store.add_browser("late", stale, "late-peer")
+    assert store.get_connection("late") is None
+
+
+def test_joining_a_session_that_ended_or_changed_hands_is_an_invalid_code(subject: Subject, codes: list[str]) -> None:
+    store = subject.store
+    codes += ["AAAAAA", "AAAAAA"]
+    store.register_mac_client("mac-1", "c")
+    old = store.validate_session_code("AAAAAA")
+    assert old is not None
+    store.remove_session("AAAAAA", "mac-1")
+
+    with pytest.raises(InvalidCode):
+        store.add_browser("b1", old, "p1")
+
+    store.register_mac_client("mac-2", "c")  # draws the same code again
+    with pytest.raises(InvalidCode):
+        store.add_browser("b1", old, "p1")
+
+
+def test_joining_a_session_past_its_ttl_is_an_invalid_code(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    session = store.validate_session_code(code)
+    assert session is not None
+    subject.clock.now += TTL + 1
+
+    with pytest.raises(InvalidCode):
+        store.add_browser("b1", session, "p1")
+
+
+def test_joining_clears_the_connections_failed_auths(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    store.record_failed_auth("b1", IP)
+
+    join(store, code, "b1", "p1")
+    store.remove_session(code, "mac")
+
+    assert store.get_connection("b1") is None
+
+
+def test_admitting_a_pending_browser_once(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c", approve=True)
+    join(store, code, "b1", "p1", admitted=False)
+    pending = store.get_browser(code, "mac", "p1")
+    assert pending == Browser("p1", "b1", admitted=False)
+
+    assert store.admit_browser(code, pending) is True
+    assert store.admit_browser(code, pending) is False
+
+    assert store.get_browser(code, "mac", "p1") == Browser("p1", "b1", admitted=True)
+    assert store.get_connection("b1") == BrowserConnection("b1", code, "p1", "mac", admitted=True)
+
+
+def test_admitting_a_browser_that_left_is_refused(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c", approve=True)
+    connection = join(store, code, "b1", "p1", admitted=False)
+    pending = store.get_browser(code, "mac", "p1")
+    assert pending is not None
+    store.remove_browser(connection)
+
+    assert store.admit_browser(code, pending) is False
+
+
+def test_removing_a_browser_frees_its_seat_once(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    connection = join(store, code, "b1", "p1")
+
+    assert store.remove_browser(connection) is True
+    assert store.remove_browser(connection) is False
+
+    assert store.get_connection("b1") is None
+    assert store.list_browsers(code, "mac") == []
+    assert seats_taken(store, code) == 0
+
+
+def test_removing_a_browser_of_an_ended_session_is_false(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    connection = join(store, code, "b1", "p1")
+    store.remove_session(code, "mac")
+
+    assert store.remove_browser(connection) is False
+    assert store.session_count() == 0
+
+
+# ---- connections and limits ------------------------------------------------------------
+
+
+def test_failed_auths_count_per_connection_and_per_address(subject: Subject) -> None:
+    store = subject.store
+
+    assert [store.record_failed_auth("c1", IP) for _ in range(3)] == [1, 2, 3]
+    assert store.record_failed_auth("c2", IP) == 1
+
+    assert store.get_connection("c1") == UnboundConnection("c1", failed_auths=3)
+    context = store.load_auth_context("c2", None, IP)
+    assert context.connection == UnboundConnection("c2", failed_auths=1)
+    assert context.session is None
+    assert context.failures_from_ip == 4
+    assert store.load_auth_context("c3", None, "192.0.2.1").failures_from_ip == 0
+
+
+def test_the_address_count_starts_again_in_the_next_window(subject: Subject) -> None:
+    subject.store.record_failed_auth("c1", IP)
+    subject.clock.now += WINDOW
+
+    assert subject.store.load_auth_context("c1", None, IP).failures_from_ip == 0
+
+
+def test_the_auth_context_has_the_live_session(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+
+    context = store.load_auth_context("b1", code, IP)
+
+    assert context.connection is None
+    assert context.session == store.validate_session_code(code)
+    assert store.load_auth_context("b1", "ZZZZZZ", IP).session is None
+
+
+def test_forgetting_a_connection(subject: Subject) -> None:
+    subject.store.record_failed_auth("c1", IP)
+
+    subject.store.forget_connection("c1")
+    subject.store.forget_connection("never-seen")
+
+    assert subject.store.get_connection("c1") is None
+
+
+# ---- time to live ----------------------------------------------------------------------
+
+
+def test_records_past_their_ttl_count_as_gone(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    join(store, code, "b1", "p1")
+    subject.clock.now += TTL + 1
+
+    assert store.get_connection("mac") is None
+    assert store.get_connection("b1") is None
+    assert store.validate_session_code(code) is None
+    assert store.load_auth_context("x", code, IP).session is None
+    assert store.get_browser(code, "mac", "p1") is None
+    assert store.list_browsers(code, "mac") == []
+    assert store.validate_session_code(code, include_expired=True) is not None
+    assert store.list_browsers(code, "mac", include_expired=True) == [Browser("p1", "b1")]
+
+
+# ---- expiry ----------------------------------------------------------------------------
+
+
+def test_releasing_an_expired_session_unbinds_its_browsers_exactly_once(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    join(store, code, "b1", "p1")
+    expired = subject.delete_by_ttl(code)
+
+    assert store.release_expired_session(expired) == EndedSession(code, [Browser("p1", "b1")])
+    assert store.release_expired_session(expired) is None
+
+    assert store.get_connection("b1") is None
+    assert store.session_count() == 0
+
+
+def test_releasing_an_expired_session_leaves_a_new_one_with_its_code_alone(subject: Subject, codes: list[str]) -> None:
+    store = subject.store
+    codes += ["AAAAAA", "AAAAAA"]
+    store.register_mac_client("old-mac", "c")
+    join(store, "AAAAAA", "old-b", "p1")
+    expired = subject.delete_by_ttl("AAAAAA")
+    store.register_mac_client("new-mac", "c")
+    join(store, "AAAAAA", "new-b", "p2")
+
+    ended = store.release_expired_session(expired)
+
+    assert ended == EndedSession("AAAAAA", [Browser("p1", "old-b")])
+    assert store.get_connection("new-b") == BrowserConnection("new-b", "AAAAAA", "p2", "new-mac")
+    assert store.list_browsers("AAAAAA", "new-mac") == [Browser("p2", "new-b")]
+    assert store.session_count() == 1
