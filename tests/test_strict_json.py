@@ -14,7 +14,7 @@ import pytest
 from relay import protocol
 from relay.protocol import ErrorCode, ProtocolError
 
-from tests.relay_harness import Gateway
+from tests.support.harness import Gateway
 
 NOT_JSON_VALUES = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]
 LONE_SURROGATES = [r'"\ud800"', r'"\uDFFF"', r'"x\udc00y"', r'"\ud83d"', r'"\ude00\ud83d"', '"\ud800"']
