@@ -130,3 +130,53 @@ def test_human_renderer_asks_about_join_requests() -> None:
         "? browser p9 (203.0.113.9, Firefox) asks to join: type /admit p9 to let it in, or /kick p9",
         "  1 browser: p1; waiting: p9",
     ]
+
+
+# Issue 10, item 5: what a browser (or the relay) sends must not drive the terminal
+# nor forge relay-mac's own lines.
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        ("\x1b]0;pwned\x07", "[p1] \\x1b]0;pwned\\x07"),  # window title (OSC)
+        ("\x1b[2J\x1b[H", "[p1] \\x1b[2J\\x1b[H"),  # clear screen, cursor home
+        ("a\rb", "[p1] a\\x0db"),  # carriage return would overwrite the line
+        ("nul\x00 del\x7f", "[p1] nul\\x00 del\\x7f"),
+        ("c1\x85\x9b", "[p1] c1\\x85\\x9b"),  # NEL, CSI
+        ("tab\tkept", "[p1] tab\tkept"),
+    ],
+)
+def test_human_renderer_escapes_control_characters_in_frames(data: str, shown: str) -> None:
+    out, err = terminal("utf-8"), io.StringIO()
+    HumanRenderer(out, err)(events.frame("p1", data))
+    assert _text(out) == shown + "\n"
+
+
+def test_a_frame_cannot_forge_a_status_line() -> None:
+    out, err = terminal("utf-8"), io.StringIO()
+    HumanRenderer(out, err)(events.frame("p1", "hi\n+ browser p2 joined (2 browsers: p1, p2)\n! Disconnected"))
+    lines = _text(out).splitlines()
+    assert lines[0] == "[p1] hi"
+    # Continuation lines are indented under the sender, so none starts like a status line.
+    assert all(line.startswith("     ") for line in lines[1:])
+    assert [line.strip() for line in lines[1:]] == ["+ browser p2 joined (2 browsers: p1, p2)", "! Disconnected"]
+
+
+def test_everything_received_is_escaped_not_only_frame_text() -> None:
+    out, err = terminal("utf-8"), io.StringIO()
+    render = HumanRenderer(out, err)
+    render(events.frame("p\x1b[31m1", "x"))
+    render(events.join_request("p9", "203.0.113.9", "Evil\x1b]0;t\x07", ["p9"]))
+    render(events.error("internal_error", "relay says\x1b[2J"))
+    render(events.disconnected(1011, "bye\x1b[2J"))
+    assert "\x1b" not in _text(out) + err.getvalue()
+    assert "[p\\x1b[31m1] x" in _text(out)
+    assert "Evil\\x1b]0;t\\x07" in _text(out)
+    assert "relay says\\x1b[2J" in err.getvalue()
+    assert "bye\\x1b[2J" in err.getvalue()
+
+
+def test_json_mode_escapes_control_characters_already() -> None:
+    out = io.StringIO()
+    JsonRenderer(out)(events.frame("p1", "\x1b[2J\x85"))
+    assert "\x1b" not in out.getvalue()
+    assert json.loads(out.getvalue())["data"] == "\x1b[2J\x85"
