@@ -76,6 +76,12 @@ def _data_text(data: Any) -> str:
     return data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
 
 
+def _security_text(security: dict[str, Any]) -> str:
+    if security["encrypted"] is None:
+        return "encryption being set up"
+    return f"encrypted, string {security['sas']}" if security["encrypted"] else "NOT encrypted"
+
+
 def _peer_list(peers: list[str]) -> str:
     if not peers:
         return "no browsers connected"
@@ -118,9 +124,28 @@ class HumanRenderer:
         elif kind == "peers":
             waiting = f"; waiting: {', '.join(shown(peer) for peer in event['waiting'])}" if event["waiting"] else ""
             self._print(f"  {_peer_list(event['peers'])}{waiting}")
+            for peer, security in event["encryption"].items():
+                self._print(f"    {shown(peer)}: {_security_text(security)}")
         elif kind == "frame":
-            prefix = f"[{shown(event['from'])}] "
+            marker = "" if event["encrypted"] else ", not encrypted"
+            prefix = f"[{shown(event['from'])}{marker}] "
             self._print(prefix + shown_text(_data_text(event["data"]), len(prefix)))
+        elif kind == "encryption":
+            peer = shown(event["peer"])
+            if event["encrypted"]:
+                self._print(
+                    f"  browser {peer} is end-to-end encrypted. Its page shows: {event['sas']}  "
+                    "(a different string there means someone is in between: /kick it)"
+                )
+            else:
+                self._print(
+                    f"  browser {peer} is NOT ENCRYPTED: {event['message']}. "
+                    "The relay can read what you exchange with it."
+                )
+        elif kind == "rejected":
+            self._print(
+                f"! Rejected a frame from browser {shown(event['from'])}, not shown: {event['message']}.", to_err=True
+            )
         elif kind == "sent":
             # The person just typed the text; echoing it again would only add noise.
             pass

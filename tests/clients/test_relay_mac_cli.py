@@ -94,6 +94,7 @@ def test_json_mode_end_to_end_against_a_relay(relay: ScriptedRelay) -> None:
             "event": "frame",
             "from": "p1111111",
             "data": "from the browser",
+            "encrypted": False,
         }
         mac.type_line("from the mac")
         mac.type_line("@p1111111 only you")
@@ -103,7 +104,9 @@ def test_json_mode_end_to_end_against_a_relay(relay: ScriptedRelay) -> None:
         mac.wait_for_event("peer_left", peer="p1111111")
         assert mac.terminate() == 0
     assert [r.message for r in relay.messages("send")] == [
-        {"action": "send", "data": "from the mac"},
+        # The browser sent a plain frame, so it is a client without encryption: lines go to
+        # it in clear, one send per browser (each browser has its own keys, or none).
+        {"action": "send", "data": "from the mac", "to": "p1111111"},
         {"action": "send", "data": "only you", "to": "p1111111"},
     ]
     # SIGTERM closes the session properly, so the relay can tell the browsers at once.
@@ -122,7 +125,8 @@ def test_human_mode_shows_the_code_big_and_a_new_code_after_a_reconnect(relay: S
         relay.push(protocol.peer_joined("p1111111"))
         mac.wait_for_line(lambda line: "p1111111 joined" in line, "the peer joining")
         relay.push(protocol.frame("p1111111", "hi"))
-        mac.wait_for_line(lambda line: line == "[p1111111] hi", "the frame")
+        mac.wait_for_line(lambda line: "p1111111 is NOT ENCRYPTED" in line, "the browser marked not encrypted")
+        mac.wait_for_line(lambda line: line == "[p1111111, not encrypted] hi", "the frame")
         relay.drop()
         mac.wait_for_line(lambda line: "NEW session code" in line, "the new-session title")
         mac.wait_for_line(lambda line: "A B C   D E F" in line, "the new code")
@@ -140,10 +144,12 @@ def test_end_of_piped_input_does_not_end_the_session(relay: ScriptedRelay) -> No
         assert json.loads(process.stdout.readline())["event"] == "connecting"
         assert json.loads(process.stdout.readline())["event"] == "registered"
         relay.push(protocol.frame("p1111111", "still listening"))
+        assert json.loads(process.stdout.readline())["event"] == "encryption"  # a plain frame: not encrypted
         assert json.loads(process.stdout.readline()) == {
             "event": "frame",
             "from": "p1111111",
             "data": "still listening",
+            "encrypted": False,
         }
         assert process.poll() is None
     finally:
