@@ -39,12 +39,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from relay import protocol
 
 # The layer's name and version; the name starts the transcript and every HKDF label.
 LAYER = "pairing-relay-e2e/1"
 VERSION = 1
 # The peer id the relay gives the mac-client in frames (`"from":"mac"` in protocol v1).
-MAC_PEER = "mac"
+MAC_PEER = protocol.MAC_PEER
 KEY_BYTES = 32  # X25519 public keys, AES-256 keys
 TAG_BYTES = 16  # AES-GCM tag
 NONCE_BYTES = 12

@@ -60,6 +60,9 @@ class Link:
     handshake: e2e.MacHandshake | None = None
     channel: e2e.Channel | None = None
     waiting_lines: list[Any] = field(default_factory=list)
+    # Sealed frames that overtook the reveal (the relay does not keep order): opened once
+    # the keys are there, rejected if they never come.
+    held_sealed: list[Any] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
 
     def cancel_timer(self) -> None:
@@ -141,6 +144,9 @@ class SecureLinks:
             await self._sealed(link, data)
 
     async def _sealed(self, link: Link, data: Any) -> None:
+        if link.state == LinkState.HANDSHAKING and len(link.held_sealed) < e2e.REPLAY_WINDOW:
+            link.held_sealed.append(data)
+            return
         if link.channel is None or link.state != LinkState.ENCRYPTED:
             self._reject(link.peer, e2e.Reason.NO_KEYS)
             if self.enabled and link.state != LinkState.HANDSHAKING:
@@ -173,6 +179,7 @@ class SecureLinks:
             # A new commit starts over: whatever keys this browser had are discarded.
             link.cancel_timer()
             link.handshake, link.channel, link.state = handshake, None, LinkState.HANDSHAKING
+            link.held_sealed = []
             link.timer = asyncio.get_running_loop().call_later(self.wait_seconds, self._wait_over, link.peer)
             await self._send(link.peer, answer)
         elif step == e2e.Step.REVEAL and link.handshake is not None and link.state == LinkState.HANDSHAKING:
@@ -184,6 +191,9 @@ class SecureLinks:
             link.cancel_timer()
             link.handshake, link.channel, link.state = None, channel, LinkState.ENCRYPTED
             self._sink(events.encryption(link.peer, encrypted=True, sas=e2e.spaced_sas(channel.sas)))
+            held, link.held_sealed = link.held_sealed, []
+            for sealed in held:
+                await self._sealed(link, sealed)
             await self._flush(link)
         else:
             # key, rekey and decline are the mac's to send; a reveal out of turn is stale.
@@ -206,6 +216,9 @@ class SecureLinks:
             # goes to it in clear. A new commit from it starts over.
             link.handshake = None
             link.state = LinkState.UNKNOWN
+            for _ in link.held_sealed:
+                self._reject(peer, e2e.Reason.NO_KEYS)
+            link.held_sealed = []
             dropped, link.waiting_lines = link.waiting_lines, []
             self._sink(
                 events.error(

@@ -74,6 +74,11 @@ def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(relay_local: R
         expect(page.locator("#status-text")).to_contain_text(f"{code[:3]} {code[3:]}")
         peer = mac.wait_for_event("peer_joined")["peer"]
         expect(page.locator("#log")).to_contain_text(f"as {peer}")
+        # Encrypted end to end, and both ends show the same string under "Paired".
+        secured = mac.wait_for_event("encryption", peer=peer)
+        assert secured["encrypted"] is True
+        expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+        expect(page.locator("#sas")).to_have_text(secured["sas"])
 
         # Browser -> mac.
         page.locator("#message").fill("Hello from the browser")
@@ -82,6 +87,7 @@ def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(relay_local: R
             "event": "frame",
             "from": peer,
             "data": "Hello from the browser",
+            "encrypted": True,
         }
 
         # Mac -> browser.

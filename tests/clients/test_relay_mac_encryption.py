@@ -235,3 +235,22 @@ def test_a_reconnect_discards_every_key_agreement(relay: ScriptedRelay) -> None:
 
     recorder = run_scenario(settings_for(relay), scenario)
     assert recorder.of("rejected")[0]["reason"] == "no_keys"
+
+
+def test_a_sealed_frame_that_overtakes_the_reveal_waits_for_the_keys(relay: ScriptedRelay) -> None:
+    """The relay does not keep order: the page's first frame may arrive before its reveal."""
+
+    async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+        await recorder.wait_for("registered")
+        relay.push(protocol.peer_joined("p1111111"))
+        browser = e2e.BrowserHandshake(CODE, "p1111111")
+        relay.push(protocol.frame("p1111111", browser.commit_message()))
+        reveal, channel = browser.on_key(await wait_for_send(relay, "p1111111", 1))
+        relay.push(protocol.frame("p1111111", channel.seal("overtook the reveal")))
+        relay.push(protocol.frame("p1111111", reveal))
+        await recorder.wait_for("frame")
+
+    recorder = run_scenario(settings_for(relay), scenario)
+    assert recorder.kinds().count("rejected") == 0
+    assert [e["data"] for e in recorder.of("frame")] == ["overtook the reveal"]
+    assert recorder.kinds().index("encryption") < recorder.kinds().index("frame")
