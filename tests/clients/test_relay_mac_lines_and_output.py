@@ -184,3 +184,22 @@ def test_json_mode_escapes_control_characters_already() -> None:
     JsonRenderer(out)(events.frame("p1", "\x1b[2J\x85", encrypted=False))
     assert "\x1b" not in out.getvalue()
     assert json.loads(out.getvalue())["data"] == "\x1b[2J\x85"
+
+
+def test_human_renderer_shows_each_browsers_encryption_and_rejections() -> None:
+    out, err = terminal("utf-8"), io.StringIO()
+    render = HumanRenderer(out, err)
+    render(events.encryption("p1", encrypted=True, sas="042 917"))
+    render(events.encryption("p2", encrypted=False, reason="no_handshake", message="it did not start one"))
+    render(events.rejected("p1", "tampered", "it failed authentication"))
+    render(
+        events.peers(
+            ["p1", "p2"], [], {"p1": {"encrypted": True, "sas": "042 917"}, "p2": {"encrypted": False, "sas": None}}
+        )
+    )
+    lines = _text(out).splitlines()
+    assert "browser p1 is end-to-end encrypted" in lines[0]
+    assert "042 917" in lines[0]
+    assert "browser p2 is NOT ENCRYPTED: it did not start one." in lines[1]
+    assert lines[3:] == ["    p1: encrypted, string 042 917", "    p2: NOT encrypted"]
+    assert err.getvalue() == "! Rejected a frame from browser p1, not shown: it failed authentication.\n"
