@@ -37,6 +37,9 @@ class LinkState(StrEnum):
     HANDSHAKING = "handshaking"
     ENCRYPTED = "encrypted"
     PLAIN = "plain"
+    # It committed but its handshake did not complete: it speaks the layer, so nothing goes
+    # to it in clear and plain frames from it are rejected, until it commits again.
+    FAILED = "failed"
 
 
 # Why a browser is not encrypted (the `reason` of an `encryption` event).
@@ -116,7 +119,7 @@ class SecureLinks:
 
     def security(self, peer: str) -> dict[str, Any]:
         link = self._links.get(peer)
-        if link is None or link.state in (LinkState.UNKNOWN, LinkState.HANDSHAKING):
+        if link is None or link.state in (LinkState.UNKNOWN, LinkState.HANDSHAKING, LinkState.FAILED):
             return {"encrypted": None, "sas": None}
         return {"encrypted": link.state == LinkState.ENCRYPTED, "sas": link.channel.sas if link.channel else None}
 
@@ -132,7 +135,7 @@ class SecureLinks:
             link = self._links[peer]
         kind = e2e.kind_of(data)
         if kind == e2e.Kind.PLAIN:
-            if link.state in (LinkState.ENCRYPTED, LinkState.HANDSHAKING):
+            if link.state in (LinkState.ENCRYPTED, LinkState.HANDSHAKING, LinkState.FAILED):
                 self._reject(peer, e2e.Reason.NOT_ENCRYPTED)
                 return
             if link.state == LinkState.UNKNOWN:
@@ -215,7 +218,7 @@ class SecureLinks:
             # It committed, so it speaks the layer and would reject a plain frame: nothing
             # goes to it in clear. A new commit from it starts over.
             link.handshake = None
-            link.state = LinkState.UNKNOWN
+            link.state = LinkState.FAILED
             for _ in link.held_sealed:
                 self._reject(peer, e2e.Reason.NO_KEYS)
             link.held_sealed = []
@@ -266,6 +269,14 @@ class SecureLinks:
             await self._send_to(link, data)
 
     async def _send_to(self, link: Link, data: Any) -> None:
+        if link.state == LinkState.FAILED:
+            self._sink(
+                events.error(
+                    events.LOCAL_E2E_FAILED,
+                    f"Encryption with browser {link.peer} failed; nothing sent to it (it can pair again).",
+                )
+            )
+            return
         if link.state in (LinkState.UNKNOWN, LinkState.HANDSHAKING):
             link.waiting_lines.append(data)
             return

@@ -213,10 +213,22 @@ def test_a_handshake_that_stalls_sends_nothing_in_clear(relay: ScriptedRelay) ->
         await wait_for_send(relay, "p1111111", 1)
         lines.type("must not leak")
         await recorder.wait_for("error", error="e2e_failed")
+        # Nor later: it committed, so it speaks the layer; and its plain frames are refused.
+        lines.type("must not leak either")
+        await recorder.wait_for("error", count=2, error="e2e_failed")
+        relay.push(protocol.frame("p1111111", "plain, after a failed handshake"))
+        await recorder.wait_for("rejected")
+        # A new commit starts over.
+        channel = await handshake(relay, recorder, "p1111111", sent_before=1)
+        await recorder.wait_for("encryption")
+        lines.type("now sealed")
+        assert channel.open(await wait_for_send(relay, "p1111111", 3)) == "now sealed"
 
-    recorder = run_scenario(settings_for(relay, e2e_wait_seconds=0.3), scenario)
-    assert [r.message["data"]["hs"] for r in relay.messages("send")] == ["key"]
+    recorder = run_scenario(settings_for(relay, e2e_wait_seconds=1.0), scenario)
+    assert [r.message["data"].get("hs") for r in relay.messages("send")] == ["key", "key", None]
     assert "1 line(s) not sent" in recorder.of("error")[0]["message"]
+    assert recorder.of("rejected")[0]["reason"] == "not_encrypted"
+    assert recorder.of("frame") == []
 
 
 def test_a_reconnect_discards_every_key_agreement(relay: ScriptedRelay) -> None:
