@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from relay import protocol
+from relay_mac.cli import build_parser, settings_from_args
 
 from tests.clients.processes import RunningProcess, console_script, free_port
 from tests.clients.scripted_relay import ScriptedRelay
@@ -69,6 +70,7 @@ def test_json_mode_reports_a_startup_failure_as_an_event_too() -> None:
         (["--backoff-max", "0"], "must be more than 0 seconds"),
         (["--max-reconnects", "-2"], "cannot be negative"),
         (["--client-id", "x" * 129], "client id must be 1 to 128 characters"),
+        (["--e2e-wait", "0"], "must be more than 0 seconds"),
     ],
 )
 def test_bad_options_are_rejected_before_connecting(args: list[str], complaint: str) -> None:
@@ -176,3 +178,30 @@ def test_ctrl_d_at_a_terminal_quits(relay: ScriptedRelay) -> None:
         os.close(controller)
     relay.wait_until(lambda: 0 in relay.close_codes)
     assert relay.close_codes[0] == 1000
+
+
+def test_e2e_is_on_by_default_and_no_e2e_turns_it_off() -> None:
+    parser = build_parser()
+    assert settings_from_args(parser.parse_args([])).e2e is True
+    off = settings_from_args(parser.parse_args(["--no-e2e", "--e2e-wait", "2.5"]))
+    assert off.e2e is False
+    assert off.e2e_wait_seconds == 2.5
+
+
+def test_no_e2e_through_the_console_script_declines_and_marks_frames(relay: ScriptedRelay) -> None:
+    args = [console_script("relay-mac"), "--json", "--no-e2e", "--url", relay.url]
+    with RunningProcess(args) as mac:
+        mac.wait_for_event("registered")
+        relay.push(protocol.peer_joined("p1111111"))
+        assert mac.wait_for_event("encryption")["reason"] == "e2e_off"
+        relay.push(protocol.frame("p1111111", {"e2e": 1, "hs": "commit", "commit": "A" * 43}))
+        relay.wait_until(lambda: len(relay.messages("send")) == 1)
+        relay.push(protocol.frame("p1111111", "in clear"))
+        assert mac.wait_for_event("frame")["encrypted"] is False
+        mac.type_line("everyone, in clear")
+        relay.wait_until(lambda: len(relay.messages("send")) == 2)
+        assert mac.terminate() == 0
+    assert [r.message for r in relay.messages("send")] == [
+        {"action": "send", "to": "p1111111", "data": {"e2e": 1, "hs": "decline"}},
+        {"action": "send", "data": "everyone, in clear"},  # one broadcast, as before
+    ]
