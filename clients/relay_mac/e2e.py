@@ -166,9 +166,20 @@ def kind_of(data: Any) -> Kind:
     return Kind.HANDSHAKE if "hs" in data else Kind.SEALED
 
 
+def _whole_number(value: Any) -> int | None:
+    """A JSON integer, as a JavaScript peer sees it: `1` and `1.0` are the same number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _check_version(message: Mapping[str, Any]) -> None:
-    version = message.get("e2e")
-    if not isinstance(version, int) or isinstance(version, bool):
+    version = _whole_number(message.get("e2e"))
+    if version is None:
         raise Rejected(Reason.MALFORMED)
     if version != VERSION:
         raise Rejected(Reason.UNSUPPORTED_VERSION)
@@ -330,8 +341,8 @@ class Opener:
         if not isinstance(envelope, dict) or set(envelope) != {"e2e", "n", "ct"}:
             raise Rejected(Reason.MALFORMED)
         _check_version(envelope)
-        counter = envelope["n"]
-        if not isinstance(counter, int) or isinstance(counter, bool) or not 0 <= counter <= MAX_COUNTER:
+        counter = _whole_number(envelope["n"])
+        if counter is None or not 0 <= counter <= MAX_COUNTER:
             raise Rejected(Reason.MALFORMED)
         sealed = from_b64url(envelope["ct"])
         if len(sealed) < TAG_BYTES:

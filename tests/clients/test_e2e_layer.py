@@ -157,3 +157,13 @@ def test_kind_of() -> None:
 
 def test_spaced_sas() -> None:
     assert e2e.spaced_sas("042917") == "042 917"
+
+
+def test_whole_numbers_written_as_floats_are_the_same_numbers_as_in_javascript() -> None:
+    """JSON does not tell 1 from 1.0, and the page cannot: neither may the Python side."""
+    browser, mac = paired()
+    envelope = browser.seal("x")
+    assert mac.open({**envelope, "e2e": 1.0, "n": float(envelope["n"])}) == "x"
+    with pytest.raises(e2e.Rejected) as rejected:
+        mac.open({**browser.seal("y"), "n": 1.5})
+    assert rejected.value.reason == e2e.Reason.MALFORMED
