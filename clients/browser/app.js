@@ -725,9 +725,9 @@ async function x25519Supported() {
   }
 }
 
-async function startE2e(note) {
+async function startE2e() {
   e2eReset();
-  const link = { status: "handshaking", handshake: null, channel: null, timer: 0, note: note || "", heldPlain: [] };
+  const link = { status: "handshaking", handshake: null, channel: null, timer: 0, note: "", heldPlain: [] };
   state.e2e = link;
   refreshPhase();
   if (!window.crypto || !crypto.subtle || !(await x25519Supported())) {
@@ -838,8 +838,8 @@ async function onHandshakeStep(link, message) {
     settlePlain(link, UI_MESSAGES.e2eDeclined);
   } else if (message.hs === "rekey") {
     // The Mac lost its keys (it restarted, or resumed): a fresh agreement, the old keys dropped.
-    await startE2e(UI_MESSAGES.e2eRekey);
     logSystem(UI_MESSAGES.e2eRekey);
+    await startE2e();
   } else {
     throw new E2eError("bad_handshake");
   }
