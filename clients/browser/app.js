@@ -32,6 +32,35 @@ const PROTOCOL = Object.freeze(/* PROTOCOL-BEGIN */ {
   }
 } /* PROTOCOL-END */);
 
+// The end-to-end layer's facts, repeated from clients/relay_mac/e2e.py: strict JSON,
+// checked by tests/clients/test_browser_e2e_crypto.py against clients/e2e-vectors.json
+// (which test_e2e_vectors.py checks against the Python module).
+const E2E = Object.freeze(/* E2E-BEGIN */ {
+  "layer": "pairing-relay-e2e/1",
+  "version": 1,
+  "macPeer": "mac",
+  "replayWindow": 64,
+  "maxCounter": 9007199254740991,
+  "sasDigits": 6,
+  "sasBytes": 8,
+  "labels": {
+    "browserToMac": "pairing-relay-e2e/1 browser->mac",
+    "macToBrowser": "pairing-relay-e2e/1 mac->browser",
+    "sas": "pairing-relay-e2e/1 sas"
+  },
+  "reasons": [
+    "malformed",
+    "unsupported_version",
+    "truncated",
+    "tampered",
+    "replayed",
+    "too_old",
+    "no_keys",
+    "not_encrypted",
+    "bad_handshake"
+  ]
+} /* E2E-END */);
+
 // Situations the page reports that are not relay error codes.
 const UI_MESSAGES = Object.freeze({
   sessionClosed: "Your Mac closed the session. Ask for a new code to pair again.",
@@ -46,7 +75,31 @@ const UI_MESSAGES = Object.freeze({
   codeTooLong: "A code has only {length} characters.",
   messageTooLarge: "That message is too large to send.",
   unexpectedReply: "The relay sent something this page does not understand.",
+  e2eSettingUp: "Setting up end-to-end encryption\u2026",
+  e2eEncrypted: "End-to-end encrypted. Check that your Mac shows the same number: {sas}",
+  e2eUnsupported: "Not encrypted: this browser cannot do X25519 key agreement. Update it to encrypt end to end.",
+  e2eNoAnswer: "Not encrypted: your Mac did not answer the encryption handshake (it may not support it).",
+  e2eDeclined: "Not encrypted: your Mac has end-to-end encryption turned off.",
+  e2eRekey: "Your Mac asked for a new key agreement. Compare the new number.",
+  e2eRejected: "A message was rejected and not shown: {reason}.",
+  e2eTooLarge: "That message is too large to send once encrypted.",
 });
+
+// Why a received e2e message was rejected, one entry per E2E.reasons.
+const E2E_REASON_TEXT = Object.freeze({
+  malformed: "not a well-formed encrypted message",
+  unsupported_version: "an encryption version this page does not know",
+  truncated: "the ciphertext was cut short",
+  tampered: "it failed authentication (altered in transit, or not from your Mac)",
+  replayed: "a replay of a message already received",
+  too_old: "too far out of order",
+  no_keys: "encrypted, but this page has no key agreement with your Mac",
+  not_encrypted: "not encrypted, although encryption was set up",
+  bad_handshake: "a handshake message that does not fit the handshake in progress",
+});
+
+// How long the page waits for the Mac's answer to its commit before it says "not encrypted".
+const E2E_WAIT_MS = 5000;
 
 const DEFAULT_LOCAL_RELAY = "ws://127.0.0.1:3001";
 const LOCAL_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
@@ -65,6 +118,9 @@ const elements = {
   sendForm: document.getElementById("send-form"),
   message: document.getElementById("message"),
   sendButton: document.getElementById("send-button"),
+  e2eStatus: document.getElementById("e2e-status"),
+  e2eText: document.getElementById("e2e-text"),
+  sas: document.getElementById("sas"),
 };
 
 const STATUS_TEXT = {
@@ -88,6 +144,8 @@ const state = {
   pairedCode: "",
   peer: "",
   keepaliveTimer: 0,
+  // The end-to-end link with the Mac: see e2eReset().
+  e2e: null,
 };
 
 function fill(template, values) {
@@ -257,6 +315,7 @@ function closeSocket() {
 
 function onSocketClosed(opened) {
   stopKeepalive();
+  e2eReset();
   const expected = state.closeExpected;
   const phase = state.phase;
   state.socket = null;
@@ -299,7 +358,8 @@ function handleRelayMessage(message) {
       showNotice(UI_MESSAGES.waiting);
       break;
     case "frame":
-      logEntry("mac", "Mac", message.data);
+      // One at a time, in arrival order: opening a frame is asynchronous (WebCrypto).
+      state.frameQueue = (state.frameQueue || Promise.resolve()).then(() => onFrame(message.data));
       break;
     case "kicked":
       endSession(UI_MESSAGES.kicked, "Your Mac removed this browser from the session.");
@@ -361,9 +421,11 @@ function onPaired(code, peer) {
   logSystem(`Paired with session ${spacedCode(code)}${peer ? ` as ${peer}` : ""}.`);
   startKeepalive();
   elements.message.focus();
+  startE2e();
 }
 
 function endSession(alertText, logText) {
+  e2eReset();
   state.closeExpected = true;
   state.pairedCode = "";
   closeSocket();
@@ -375,6 +437,7 @@ function endSession(alertText, logText) {
 }
 
 function leaveSession() {
+  e2eReset();
   state.closeExpected = true;
   state.pairedCode = "";
   closeSocket();
@@ -400,20 +463,417 @@ function stopKeepalive() {
 
 // ---- sending --------------------------------------------------------------------
 
-function onSend(event) {
+function fitsInAFrame(message) {
+  return new TextEncoder().encode(JSON.stringify(message)).length <= PROTOCOL.maxFrameBytes;
+}
+
+async function onSend(event) {
   event.preventDefault();
   const text = elements.message.value;
-  if (!text.trim() || state.phase !== "paired") {
+  const link = state.e2e;
+  if (!text.trim() || state.phase !== "paired" || !link || !canSendOn(link)) {
     return;
   }
-  const wire = JSON.stringify({ action: "send", data: text });
-  if (new TextEncoder().encode(wire).length > PROTOCOL.maxFrameBytes) {
+  if (!fitsInAFrame({ action: "send", data: text })) {
     showAlert(UI_MESSAGES.messageTooLarge);
     return;
   }
-  if (send({ action: "send", data: text })) {
-    logEntry("me", "You", text);
+  let data = text;
+  if (link.status === "encrypted") {
+    // Taken before the await: two quick sends never share a counter.
+    const counter = link.channel.counter;
+    link.channel.counter += 1;
+    data = await sealEnvelope(link.channel.sendKey, counter, text);
+    if (state.e2e !== link) {
+      return; // the link changed while sealing (a new handshake, or the session ended)
+    }
+    if (!fitsInAFrame({ action: "send", data })) {
+      showAlert(UI_MESSAGES.e2eTooLarge);
+      return;
+    }
+  }
+  if (send({ action: "send", data })) {
+    logEntry("me", "You", text, link.status === "encrypted");
     elements.message.value = "";
+  }
+}
+
+// ---- end-to-end encryption (docs/PROTOCOL.md, "End-to-end encryption") ---------------
+//
+// WebCrypto only: X25519, HKDF-SHA256, AES-256-GCM, SHA-256. The page starts the
+// handshake once paired (commit), the Mac answers with its key, the page reveals its
+// own; each side then derives one key per direction and the number both show.
+
+class E2eError extends Error {
+  constructor(reason) {
+    super(E2E_REASON_TEXT[reason] || reason);
+    this.reason = reason;
+  }
+}
+
+function b64urlEncode(bytes) {
+  let binary = "";
+  for (const byte of new Uint8Array(bytes)) {
+    binary += String.fromCharCode(byte);
+  }
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// Strict: unpadded base64url only, and (when given) exactly `length` bytes.
+function b64urlDecode(text, length) {
+  if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
+    throw new E2eError("malformed");
+  }
+  let binary;
+  try {
+    binary = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (text.length % 4)) % 4));
+  } catch {
+    throw new E2eError("malformed");
+  }
+  const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
+  if (b64urlEncode(bytes) !== text || (length !== undefined && bytes.length !== length)) {
+    throw new E2eError("malformed");
+  }
+  return bytes;
+}
+
+function concatBytes(parts) {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function equalBytes(a, b) {
+  return a.length === b.length && a.every((byte, index) => byte === b[index]);
+}
+
+// Each field as a 2-byte big-endian length and its bytes: layer, code, mac peer, browser
+// peer, browser key, mac key.
+function transcriptBytes(code, macPeer, browserPeer, browserPublic, macPublic) {
+  const encoder = new TextEncoder();
+  const fields = [encoder.encode(E2E.layer), encoder.encode(code), encoder.encode(macPeer), encoder.encode(browserPeer), browserPublic, macPublic];
+  return concatBytes(fields.flatMap((field) => [new Uint8Array([field.length >> 8, field.length & 0xff]), field]));
+}
+
+async function sha256(bytes) {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+async function hkdfBits(secretKey, salt, label, bytes) {
+  const params = { name: "HKDF", hash: "SHA-256", salt, info: new TextEncoder().encode(label) };
+  return new Uint8Array(await crypto.subtle.deriveBits(params, secretKey, bytes * 8));
+}
+
+function sasOf(bytes) {
+  let number = 0n;
+  for (const byte of bytes) {
+    number = (number << 8n) | BigInt(byte);
+  }
+  return (number % 10n ** BigInt(E2E.sasDigits)).toString().padStart(E2E.sasDigits, "0");
+}
+
+function spacedSas(sas) {
+  const half = Math.floor(sas.length / 2);
+  return `${sas.slice(0, half)} ${sas.slice(half)}`;
+}
+
+// The shared secret, then HKDF-SHA256 with SHA-256(transcript) as salt: a key per
+// direction and the number. Raw keys are returned for the test vectors only.
+async function deriveSession(privateKey, macPublic, transcript) {
+  let shared;
+  try {
+    const peerKey = await crypto.subtle.importKey("raw", macPublic, { name: "X25519" }, true, []);
+    shared = await crypto.subtle.deriveBits({ name: "X25519", public: peerKey }, privateKey, 256);
+  } catch {
+    throw new E2eError("bad_handshake"); // e.g. a low-order point
+  }
+  const secretKey = await crypto.subtle.importKey("raw", shared, "HKDF", false, ["deriveBits"]);
+  const salt = await sha256(transcript);
+  const browserToMac = await hkdfBits(secretKey, salt, E2E.labels.browserToMac, 32);
+  const macToBrowser = await hkdfBits(secretKey, salt, E2E.labels.macToBrowser, 32);
+  const sas = sasOf(await hkdfBits(secretKey, salt, E2E.labels.sas, E2E.sasBytes));
+  return { browserToMac, macToBrowser, sas };
+}
+
+async function aesKey(raw, usage) {
+  return crypto.subtle.importKey("raw", raw, { name: "AES-GCM" }, false, [usage]);
+}
+
+function nonceOf(counter) {
+  const nonce = new Uint8Array(12);
+  new DataView(nonce.buffer).setBigUint64(4, BigInt(counter));
+  return nonce;
+}
+
+async function sealEnvelope(key, counter, data) {
+  return sealBytes(key, counter, new TextEncoder().encode(JSON.stringify(data)));
+}
+
+async function sealBytes(key, counter, plaintext) {
+  if (!Number.isSafeInteger(counter) || counter < 0 || counter > E2E.maxCounter) {
+    throw new Error("counter exhausted: make a new key agreement");
+  }
+  const sealed = await crypto.subtle.encrypt({ name: "AES-GCM", iv: nonceOf(counter) }, key, plaintext);
+  return { e2e: E2E.version, n: counter, ct: b64urlEncode(sealed) };
+}
+
+// Accepts each counter once, and none more than E2E.replayWindow behind the highest.
+class ReplayWindow {
+  constructor() {
+    this.highest = -1;
+    this.seen = new Set();
+  }
+
+  check(counter) {
+    if (counter <= this.highest - E2E.replayWindow) {
+      throw new E2eError("too_old");
+    }
+    if (this.seen.has(counter)) {
+      throw new E2eError("replayed");
+    }
+  }
+
+  accept(counter) {
+    this.seen.add(counter);
+    if (counter > this.highest) {
+      this.highest = counter;
+      for (const old of this.seen) {
+        if (old <= this.highest - E2E.replayWindow) {
+          this.seen.delete(old);
+        }
+      }
+    }
+  }
+}
+
+function checkVersion(message) {
+  if (!Number.isInteger(message.e2e)) {
+    throw new E2eError("malformed");
+  }
+  if (message.e2e !== E2E.version) {
+    throw new E2eError("unsupported_version");
+  }
+}
+
+async function openEnvelope(key, window, envelope) {
+  const members = envelope && typeof envelope === "object" && !Array.isArray(envelope) ? Object.keys(envelope).sort() : [];
+  if (members.join(",") !== "ct,e2e,n") {
+    throw new E2eError("malformed");
+  }
+  checkVersion(envelope);
+  const counter = envelope.n;
+  if (!Number.isSafeInteger(counter) || counter < 0 || counter > E2E.maxCounter) {
+    throw new E2eError("malformed");
+  }
+  const sealed = b64urlDecode(envelope.ct);
+  if (sealed.length < 16) {
+    throw new E2eError("truncated");
+  }
+  window.check(counter); // before decrypting; recorded only after, so a forgery cannot move it
+  let plaintext;
+  try {
+    plaintext = await crypto.subtle.decrypt({ name: "AES-GCM", iv: nonceOf(counter) }, key, sealed);
+  } catch {
+    throw new E2eError("tampered");
+  }
+  let data;
+  try {
+    data = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(plaintext));
+  } catch {
+    throw new E2eError("malformed");
+  }
+  window.accept(counter);
+  return data;
+}
+
+function e2eKind(data) {
+  if (!data || typeof data !== "object" || Array.isArray(data) || !("e2e" in data)) {
+    return "plain";
+  }
+  return "hs" in data ? "handshake" : "sealed";
+}
+
+async function newHandshake() {
+  const pair = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
+  const publicBytes = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  return { privateKey: pair.privateKey, publicBytes, commit: await sha256(publicBytes) };
+}
+
+// The link: { status: "handshaking" | "encrypted" | "plain", handshake, channel, timer, note }.
+function e2eReset() {
+  if (state.e2e && state.e2e.timer) {
+    window.clearTimeout(state.e2e.timer);
+  }
+  state.e2e = null;
+  state.frameQueue = Promise.resolve();
+}
+
+function canSendOn(link) {
+  return link.status === "encrypted" || link.status === "plain";
+}
+
+async function x25519Supported() {
+  try {
+    await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function startE2e() {
+  e2eReset();
+  const link = { status: "handshaking", handshake: null, channel: null, timer: 0, note: "", heldPlain: [] };
+  state.e2e = link;
+  refreshPhase();
+  if (!window.crypto || !crypto.subtle || !(await x25519Supported())) {
+    settlePlain(link, UI_MESSAGES.e2eUnsupported);
+    return;
+  }
+  const handshake = await newHandshake();
+  if (state.e2e !== link) {
+    return;
+  }
+  link.handshake = handshake;
+  link.timer = window.setTimeout(() => settlePlain(link, UI_MESSAGES.e2eNoAnswer), E2E_WAIT_MS);
+  send({ action: "send", data: { e2e: E2E.version, hs: "commit", commit: b64urlEncode(handshake.commit) } });
+}
+
+function settlePlain(link, note) {
+  if (state.e2e !== link || link.status !== "handshaking") {
+    return;
+  }
+  window.clearTimeout(link.timer);
+  link.status = "plain";
+  link.note = note;
+  logSystem(note);
+  for (const data of link.heldPlain.splice(0)) {
+    logEntry("mac", "Mac", data, false);
+  }
+  refreshPhase();
+}
+
+function rejectFrame(reason) {
+  const text = fill(UI_MESSAGES.e2eRejected, { reason: E2E_REASON_TEXT[reason] || reason });
+  const item = document.createElement("li");
+  item.className = "entry entry-system entry-rejected";
+  item.dataset.reason = reason;
+  item.textContent = text;
+  elements.log.append(item);
+  elements.log.scrollTop = elements.log.scrollHeight;
+}
+
+async function onFrame(data) {
+  const link = state.e2e;
+  if (!link) {
+    return; // not paired any more
+  }
+  try {
+    const kind = e2eKind(data);
+    if (kind === "plain") {
+      if (link.status === "handshaking" && link.heldPlain.length < E2E.replayWindow) {
+        // A Mac without the layer may already be talking: shown if the link ends up plain,
+        // rejected if it ends up encrypted.
+        link.heldPlain.push(data);
+        return;
+      }
+      if (link.status !== "plain") {
+        throw new E2eError("not_encrypted"); // anyone who runs the relay could have written it
+      }
+      logEntry("mac", "Mac", data, false);
+    } else if (kind === "handshake") {
+      await onHandshakeStep(link, data);
+    } else {
+      if (link.status !== "encrypted") {
+        throw new E2eError("no_keys");
+      }
+      const opened = await openEnvelope(link.channel.receiveKey, link.channel.window, data);
+      if (state.e2e === link) {
+        logEntry("mac", "Mac", opened, true);
+      }
+    }
+  } catch (error) {
+    // Anything unexpected is a rejection too: nothing unreadable is shown, and the
+    // queue of frames goes on.
+    rejectFrame(error instanceof E2eError ? error.reason : "malformed");
+  }
+}
+
+async function onHandshakeStep(link, message) {
+  checkVersion(message);
+  if (message.hs === "key" && link.handshake) {
+    const handshake = link.handshake;
+    if (!equalBytes(b64urlDecode(message.commit, 32), handshake.commit)) {
+      throw new E2eError("bad_handshake"); // an answer to an older commit
+    }
+    const macPublic = b64urlDecode(message.key, 32);
+    const transcript = transcriptBytes(state.pairedCode, E2E.macPeer, state.peer, handshake.publicBytes, macPublic);
+    const keys = await deriveSession(handshake.privateKey, macPublic, transcript);
+    if (state.e2e !== link || link.handshake !== handshake) {
+      return;
+    }
+    link.handshake = null;
+    window.clearTimeout(link.timer);
+    link.channel = {
+      sendKey: await aesKey(keys.browserToMac, "encrypt"),
+      receiveKey: await aesKey(keys.macToBrowser, "decrypt"),
+      counter: 0,
+      window: new ReplayWindow(),
+      sas: keys.sas,
+    };
+    send({ action: "send", data: { e2e: E2E.version, hs: "reveal", key: b64urlEncode(handshake.publicBytes) } });
+    // A late answer upgrades a page that had given up waiting: from now on, encrypted.
+    link.status = "encrypted";
+    link.note = fill(UI_MESSAGES.e2eEncrypted, { sas: spacedSas(keys.sas) });
+    logSystem(link.note);
+    for (const _ of link.heldPlain.splice(0)) {
+      rejectFrame("not_encrypted");
+    }
+    refreshPhase();
+  } else if (message.hs === "decline" && link.status === "handshaking") {
+    settlePlain(link, UI_MESSAGES.e2eDeclined);
+  } else if (message.hs === "rekey") {
+    // The Mac lost its keys (it restarted, or resumed): a fresh agreement, the old keys dropped.
+    logSystem(UI_MESSAGES.e2eRekey);
+    await startE2e();
+  } else {
+    throw new E2eError("bad_handshake");
+  }
+}
+
+function refreshPhase() {
+  if (state.phase === "paired") {
+    const focusWasLost = document.activeElement === document.body || document.activeElement === null;
+    setPhase("paired");
+    // onPaired could not focus the message box while it was disabled; now it can.
+    if (focusWasLost && !elements.message.disabled) {
+      elements.message.focus();
+    }
+  }
+}
+
+function showE2eStatus() {
+  const link = state.phase === "paired" ? state.e2e : null;
+  elements.e2eStatus.hidden = !link;
+  if (!link) {
+    elements.e2eStatus.dataset.state = "none";
+    elements.sas.textContent = "";
+    return;
+  }
+  elements.e2eStatus.dataset.state = link.status;
+  if (link.status === "encrypted") {
+    elements.e2eText.textContent = "End-to-end encrypted. Your Mac should show the same number:";
+    elements.sas.textContent = spacedSas(link.channel.sas);
+  } else if (link.status === "plain") {
+    elements.e2eText.textContent = link.note;
+    elements.sas.textContent = "";
+  } else {
+    elements.e2eText.textContent = UI_MESSAGES.e2eSettingUp;
+    elements.sas.textContent = "";
   }
 }
 
@@ -423,12 +883,18 @@ function setPhase(phase) {
   state.phase = phase;
   elements.status.dataset.state = phase;
   const paired = phase === "paired";
+  const canSend = paired && Boolean(state.e2e) && canSendOn(state.e2e);
   elements.statusText.textContent = paired
     ? `${STATUS_TEXT.paired} \u00B7 session ${spacedCode(state.pairedCode)}`
     : STATUS_TEXT[phase];
-  elements.message.disabled = !paired;
-  elements.sendButton.disabled = !paired;
-  elements.message.placeholder = paired ? "Type a message and press Enter" : "Pair first, then type a message";
+  elements.message.disabled = !canSend;
+  elements.sendButton.disabled = !canSend;
+  elements.message.placeholder = canSend
+    ? "Type a message and press Enter"
+    : paired
+      ? UI_MESSAGES.e2eSettingUp
+      : "Pair first, then type a message";
+  showE2eStatus();
   elements.code.disabled = paired;
   elements.relayUrl.disabled = paired;
   elements.pairButton.disabled = !canPair();
@@ -458,9 +924,10 @@ function displayText(data) {
   return typeof data === "string" ? data : JSON.stringify(data);
 }
 
-function logEntry(kind, who, data) {
+function logEntry(kind, who, data, encrypted) {
   const item = document.createElement("li");
   item.className = `entry entry-${kind}`;
+  item.dataset.encrypted = encrypted ? "true" : "false";
   const label = document.createElement("span");
   label.className = "entry-who";
   label.textContent = who;
@@ -472,7 +939,14 @@ function logEntry(kind, who, data) {
   const now = new Date();
   time.dateTime = now.toISOString();
   time.textContent = now.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  item.append(label, body, time);
+  item.append(label, body);
+  if (!encrypted) {
+    const marker = document.createElement("span");
+    marker.className = "entry-plain";
+    marker.textContent = "not encrypted";
+    item.append(marker);
+  }
+  item.append(time);
   elements.log.append(item);
   elements.log.scrollTop = elements.log.scrollHeight;
 }

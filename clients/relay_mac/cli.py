@@ -24,6 +24,7 @@ from relay_mac.client import (
     new_client_id,
 )
 from relay_mac.render import HumanRenderer, JsonRenderer
+from relay_mac.secure import DEFAULT_WAIT_SECONDS
 from relay_mac.stdin_lines import stdin_lines
 
 EXIT_OK = 0
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Reference mac-client of the pairing relay: registers, shows the session code, "
             "prints what browsers send and sends each line you type (to all browsers, or "
-            "'@peer text' to one). Commands: /peers, /kick PEER, /admit PEER."
+            "'@peer text' to one). Commands: /peers, /kick PEER, /admit PEER. Frames are end-to-end "
+            "encrypted with each browser that supports it; compare the string shown for it with its page."
         ),
     )
     parser.add_argument(
@@ -86,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"send an application ping this often (default {DEFAULT_KEEPALIVE_SECONDS:g}; "
         f"must stay under the {IDLE_TIMEOUT_SECONDS} s idle timeout)",
+    )
+    parser.add_argument(
+        "--no-e2e",
+        dest="e2e",
+        action="store_false",
+        help="turn end-to-end encryption off: frames go in clear, which both ends say",
+    )
+    parser.add_argument(
+        "--e2e-wait",
+        type=_positive_seconds,
+        default=DEFAULT_WAIT_SECONDS,
+        metavar="SECONDS",
+        help="how long a browser has to start its encryption handshake before it counts as "
+        "one without encryption (default %(default)s)",
     )
     parser.add_argument("--client-id", default=None, help="id sent with register (default: random)")
     parser.add_argument(
@@ -130,6 +146,8 @@ def settings_from_args(args: argparse.Namespace) -> ClientSettings:
         max_reconnect_attempts=args.max_reconnects,
         open_timeout_seconds=args.open_timeout,
         approve=args.approve,
+        e2e=args.e2e,
+        e2e_wait_seconds=args.e2e_wait,
     )
 
 

@@ -34,6 +34,7 @@ from websockets.uri import parse_uri
 from relay_mac import events
 from relay_mac.backoff import Backoff, BackoffPolicy
 from relay_mac.events import Event
+from relay_mac.secure import DEFAULT_WAIT_SECONDS, SecureLinks
 
 DEFAULT_URL = "ws://127.0.0.1:3001"
 # Nine minutes: one application message inside API Gateway's ten idle minutes, with
@@ -69,6 +70,11 @@ class ClientSettings:
     register_timeout_seconds: float = DEFAULT_REGISTER_TIMEOUT_SECONDS
     # Approval mode: browsers with the right code wait until the person admits them.
     approve: bool = False
+    # End-to-end encryption with each browser that supports it (relay_mac.e2e).
+    e2e: bool = True
+    # How long a browser that joined has to start its handshake before it counts as a
+    # client without encryption (and lines typed for it meanwhile go in clear).
+    e2e_wait_seconds: float = DEFAULT_WAIT_SECONDS
 
     def __post_init__(self) -> None:
         if not 0 < self.keepalive_seconds < protocol.IDLE_TIMEOUT_SECONDS:
@@ -80,6 +86,8 @@ class ClientSettings:
             raise ValueError(f"client id must be 1 to {protocol.CLIENT_ID_MAX_LENGTH} characters")
         if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
             raise ValueError("max reconnect attempts cannot be negative")
+        if not self.e2e_wait_seconds > 0:
+            raise ValueError("the e2e wait must be more than 0 seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +204,9 @@ class MacClient:
         # Counted, not reported: the keepalive is invisible to the person by design.
         self.pings_sent = 0
         self.pongs_received = 0
+        self.links = SecureLinks(
+            enabled=settings.e2e, wait_seconds=settings.e2e_wait_seconds, sink=sink, send=self._send_data
+        )
 
     def stop(self, reason: str = "stopped") -> None:
         if not self._stop.is_set():
@@ -216,6 +227,7 @@ class MacClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await input_task
             await self._close_connection()
+            await self.links.close()
         self._sink(events.stopped(self.stop_reason))
 
     async def _run_sessions(self) -> None:
@@ -298,6 +310,7 @@ class MacClient:
         self.code = code
         self.peers = []
         self.waiting = []
+        self.links.reset(code)
         self.sessions += 1
         self._sink(events.registered(code, self.sessions))
         return connection
@@ -335,6 +348,7 @@ class MacClient:
             self.code = None
             self.peers = []
             self.waiting = []
+            self.links.reset("")
         if self._stop.is_set():
             await connection.close()
         return connection.close_code, connection.close_reason or _default_close_reason(connection)
@@ -347,9 +361,9 @@ class MacClient:
                 if message is None:
                     self._sink(events.error(events.LOCAL_BAD_MESSAGE, "The relay sent a frame that is not JSON."))
                     continue
-                self._handle(message)
+                await self._handle(message)
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    async def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == MessageType.PONG:
             self.pongs_received += 1
@@ -358,16 +372,18 @@ class MacClient:
             if peer not in self.peers:
                 self.peers.append(peer)
             self._sink(events.peer_joined(peer, list(self.peers)))
+            self.links.joined(peer)
         elif kind == MessageType.PEER_LEFT and isinstance(peer := message.get("peer"), str):
             _discard(self.waiting, peer)
             _discard(self.peers, peer)
+            self.links.left(peer)
             self._sink(events.peer_left(peer, list(self.peers)))
         elif kind == MessageType.JOIN_REQUEST and isinstance(peer := message.get("peer"), str):
             if peer not in self.waiting:
                 self.waiting.append(peer)
             self._sink(events.join_request(peer, message.get("ip"), message.get("user_agent"), list(self.waiting)))
         elif kind == MessageType.FRAME:
-            self._sink(events.frame(str(message.get("from")), message.get("data")))
+            await self.links.received(str(message.get("from")), message.get("data"))
         elif kind == MessageType.ERROR:
             self._sink(events.error(str(message.get("error", "error")), str(message.get("message", ""))))
         # Other types (and ones a newer relay may add) carry nothing the person needs.
@@ -398,7 +414,8 @@ class MacClient:
         if outgoing is None:
             return
         if isinstance(outgoing, Command) and outgoing.name == "peers":
-            self._sink(events.peers(list(self.peers), list(self.waiting)))
+            encryption = {peer: self.links.security(peer) for peer in self.peers}
+            self._sink(events.peers(list(self.peers), list(self.waiting), encryption))
             return
         connection = self._connection
         if connection is None:
@@ -410,21 +427,38 @@ class MacClient:
         if outgoing.to is None and not self.peers:
             self._sink(events.error(events.LOCAL_NO_BROWSERS, "No browser has joined yet; nothing sent."))
             return
-        wire = json.dumps(outgoing.message(), ensure_ascii=False)
-        if len(wire.encode("utf-8")) > protocol.MAX_FRAME_BYTES:
-            self._sink(
-                events.error(
-                    events.LOCAL_TOO_LARGE,
-                    f"That line is too long to send (the limit is {protocol.MAX_FRAME_BYTES} bytes).",
-                )
-            )
+        # Checked here in clear so that the person hears at once; again once sealed.
+        if not self._fits(outgoing.message()):
             return
+        await self.links.send_line(outgoing.to, outgoing.data, list(self.peers))
+
+    def _fits(self, message: dict[str, Any]) -> bool:
+        wire = json.dumps(message, ensure_ascii=False)
+        if len(wire.encode("utf-8")) <= protocol.MAX_FRAME_BYTES:
+            return True
+        self._sink(
+            events.error(
+                events.LOCAL_TOO_LARGE,
+                f"That line is too long to send (the limit is {protocol.MAX_FRAME_BYTES} bytes).",
+            )
+        )
+        return False
+
+    async def _send_data(self, to: str | None, data: Any) -> bool:
+        """One `send` to the relay (for one browser, or all with `to` None); False, reported, if not sent."""
+        message = Outgoing(data=data, to=to).message()
+        connection = self._connection
+        if connection is None:
+            self._sink(events.error(events.LOCAL_NOT_CONNECTED, "Not connected to the relay; nothing sent."))
+            return False
+        if not self._fits(message):
+            return False
         try:
-            await connection.send(wire)
+            await connection.send(json.dumps(message, ensure_ascii=False))
         except ConnectionClosed:
             self._sink(events.error(events.LOCAL_NOT_CONNECTED, "The connection dropped; nothing sent."))
-            return
-        self._sink(events.sent(outgoing.to, outgoing.data))
+            return False
+        return True
 
     async def _send_command(self, connection: ClientConnection, command: Command) -> None:
         # The relay answers admit with peer_joined and kick with peer_left (or an error),

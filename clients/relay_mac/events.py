@@ -18,6 +18,7 @@ LOCAL_TOO_LARGE = "payload_too_large"
 LOCAL_BAD_MESSAGE = "bad_message"
 LOCAL_CONNECT_FAILED = "connect_failed"  # a reconnect attempt failed
 LOCAL_STARTUP_FAILED = "startup_failed"  # the first connection failed: the client exits
+LOCAL_E2E_FAILED = "e2e_failed"  # a browser's encryption handshake did not complete
 
 
 def connecting(url: str, attempt: int) -> Event:
@@ -41,16 +42,36 @@ def join_request(peer: str, ip: Any, user_agent: Any, waiting: list[str]) -> Eve
     return {"event": "join_request", "peer": peer, "ip": ip, "user_agent": user_agent, "waiting": waiting}
 
 
-def peers(connected: list[str], waiting: list[str]) -> Event:
-    return {"event": "peers", "peers": connected, "waiting": waiting}
+def peers(connected: list[str], waiting: list[str], encryption: dict[str, dict[str, Any]] | None = None) -> Event:
+    # encryption: peer -> {"encrypted": true|false|null (not settled yet), "sas": "042 917"|null}
+    return {"event": "peers", "peers": connected, "waiting": waiting, "encryption": encryption or {}}
 
 
-def frame(sender: str, data: Any) -> Event:
-    return {"event": "frame", "from": sender, "data": data}
+def frame(sender: str, data: Any, *, encrypted: bool) -> Event:
+    return {"event": "frame", "from": sender, "data": data, "encrypted": encrypted}
 
 
-def sent(to: str | None, data: Any) -> Event:
-    return {"event": "sent", "to": to, "data": data}
+def sent(to: str | None, data: Any, *, encrypted: bool) -> Event:
+    return {"event": "sent", "to": to, "data": data, "encrypted": encrypted}
+
+
+def encryption(
+    peer: str, *, encrypted: bool, sas: str | None = None, reason: str | None = None, message: str | None = None
+) -> Event:
+    """A browser's link is settled: encrypted, with the string to compare, or plain and why."""
+    return {
+        "event": "encryption",
+        "peer": peer,
+        "encrypted": encrypted,
+        "sas": sas,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def rejected(sender: str, reason: str, message: str) -> Event:
+    """A frame that was not shown: replayed, reordered too far, truncated, tampered, ..."""
+    return {"event": "rejected", "from": sender, "reason": reason, "message": message}
 
 
 def error(code: str, message: str) -> Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TextIO
 
 from relay.protocol import CODE_LENGTH
@@ -45,15 +46,47 @@ def code_box(code: str, title: str, *, unicode_ok: bool) -> list[str]:
     ]
 
 
+# C0 controls but tab and newline, DEL, C1 controls, and the Unicode line and paragraph
+# separators: a terminal acts on them (ESC starts every escape sequence), so what was
+# received shows them as `\x1b`, never raw. Newline is kept only where a text may span
+# lines (frame data), and handled there.
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029"
+_CONTROL_IN_TEXT = re.compile(f"[{_CONTROLS}]")
+_CONTROL_IN_LINE = re.compile(f"[{_CONTROLS}\n]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    point = ord(match.group())
+    return f"\\x{point:02x}" if point <= 0xFF else f"\\u{point:04x}"
+
+
+def shown(value: Any) -> str:
+    """Something received, for one line of the display: controls (newline too) escaped."""
+    return _CONTROL_IN_LINE.sub(_escape, value if isinstance(value, str) else str(value))
+
+
+def shown_text(text: str, indent: int) -> str:
+    """A received text that may span lines: controls escaped, and every line after the first
+    indented by `indent` spaces, so that no line of it can pass for one of relay-mac's own."""
+    lines = _CONTROL_IN_TEXT.sub(_escape, text).split("\n")
+    return ("\n" + " " * indent).join(lines)
+
+
 def _data_text(data: Any) -> str:
     return data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+
+
+def _security_text(security: dict[str, Any]) -> str:
+    if security["encrypted"] is None:
+        return "encryption being set up"
+    return f"encrypted, string {security['sas']}" if security["encrypted"] else "NOT encrypted"
 
 
 def _peer_list(peers: list[str]) -> str:
     if not peers:
         return "no browsers connected"
     noun = "browser" if len(peers) == 1 else "browsers"
-    return f"{len(peers)} {noun}: " + ", ".join(peers)
+    return f"{len(peers)} {noun}: " + ", ".join(shown(peer) for peer in peers)
 
 
 class HumanRenderer:
@@ -78,28 +111,49 @@ class HumanRenderer:
         elif kind == "registered":
             self._show_code(event)
         elif kind == "peer_joined":
-            self._print(f"+ browser {event['peer']} joined ({_peer_list(event['peers'])})")
+            self._print(f"+ browser {shown(event['peer'])} joined ({_peer_list(event['peers'])})")
         elif kind == "peer_left":
-            self._print(f"- browser {event['peer']} left ({_peer_list(event['peers'])})")
+            self._print(f"- browser {shown(event['peer'])} left ({_peer_list(event['peers'])})")
         elif kind == "join_request":
-            source = ", ".join(str(part) for part in (event["ip"], event["user_agent"]) if part)
+            peer = shown(event["peer"])
+            source = ", ".join(shown(part) for part in (event["ip"], event["user_agent"]) if part)
             self._print(
-                f"? browser {event['peer']}{f' ({source})' if source else ''} asks to join: "
-                f"type /admit {event['peer']} to let it in, or /kick {event['peer']}"
+                f"? browser {peer}{f' ({source})' if source else ''} asks to join: "
+                f"type /admit {peer} to let it in, or /kick {peer}"
             )
         elif kind == "peers":
-            waiting = f"; waiting: {', '.join(event['waiting'])}" if event["waiting"] else ""
+            waiting = f"; waiting: {', '.join(shown(peer) for peer in event['waiting'])}" if event["waiting"] else ""
             self._print(f"  {_peer_list(event['peers'])}{waiting}")
+            for peer, security in event["encryption"].items():
+                self._print(f"    {shown(peer)}: {_security_text(security)}")
         elif kind == "frame":
-            self._print(f"[{event['from']}] {_data_text(event['data'])}")
+            marker = "" if event["encrypted"] else ", not encrypted"
+            prefix = f"[{shown(event['from'])}{marker}] "
+            self._print(prefix + shown_text(_data_text(event["data"]), len(prefix)))
+        elif kind == "encryption":
+            peer = shown(event["peer"])
+            if event["encrypted"]:
+                self._print(
+                    f"  browser {peer} is end-to-end encrypted. Its page shows: {event['sas']}  "
+                    "(a different string there means someone is in between: /kick it)"
+                )
+            else:
+                self._print(
+                    f"  browser {peer} is NOT ENCRYPTED: {event['message']}. "
+                    "The relay can read what you exchange with it."
+                )
+        elif kind == "rejected":
+            self._print(
+                f"! Rejected a frame from browser {shown(event['from'])}, not shown: {event['message']}.", to_err=True
+            )
         elif kind == "sent":
             # The person just typed the text; echoing it again would only add noise.
             pass
         elif kind == "error":
-            self._print(f"! {event['message'] or event['error']}", to_err=True)
+            self._print(f"! {shown(event['message'] or event['error'])}", to_err=True)
         elif kind == "disconnected":
             self._print(
-                f"! Disconnected from the relay ({event['reason']}). The code above no longer works.",
+                f"! Disconnected from the relay ({shown(event['reason'])}). The code above no longer works.",
                 to_err=True,
             )
         elif kind == "reconnecting":

@@ -36,6 +36,9 @@ class RelayScript:
     register_reply: str = "ok"
     # Codes a browser's auth succeeds with (anything else is invalid_code).
     accept_codes: frozenset[str] = frozenset({"K7M2QX"})
+    # Answer a page's e2e commit as `relay-mac --no-e2e` would (decline), so that the page
+    # settles on "not encrypted" at once; False: say nothing, like a mac without the layer.
+    decline_e2e: bool = True
 
 
 class ScriptedRelay:
@@ -136,6 +139,9 @@ class ScriptedRelay:
             await connection.send(protocol.encode(protocol.peer_left(str(message.get("peer")))))
         elif action == protocol.Action.PING:
             await connection.send(protocol.encode(protocol.pong()))
+        elif action == protocol.Action.SEND and self.script.decline_e2e and _is_e2e_commit(message.get("data")):
+            decline = {"e2e": 1, "hs": "decline"}
+            await connection.send(protocol.encode(protocol.frame(protocol.MAC_PEER, decline)))
 
     # -- what tests do ---------------------------------------------------------
 
@@ -160,6 +166,18 @@ class ScriptedRelay:
         with self._changed:
             return [r for r in self.received if r.message.get("action") == action]
 
+    def user_sends(self) -> list[Received]:
+        """`send` messages other than the e2e layer's handshake."""
+        return [r for r in self.messages("send") if not _is_e2e(r.message.get("data"))]
+
     def connection_count(self) -> int:
         with self._changed:
             return len(self._connections)
+
+
+def _is_e2e(data: Any) -> bool:
+    return isinstance(data, dict) and "e2e" in data
+
+
+def _is_e2e_commit(data: Any) -> bool:
+    return _is_e2e(data) and data.get("hs") == "commit"

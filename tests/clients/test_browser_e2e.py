@@ -74,6 +74,11 @@ def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(relay_local: R
         expect(page.locator("#status-text")).to_contain_text(f"{code[:3]} {code[3:]}")
         peer = mac.wait_for_event("peer_joined")["peer"]
         expect(page.locator("#log")).to_contain_text(f"as {peer}")
+        # Encrypted end to end, and both ends show the same string under "Paired".
+        secured = mac.wait_for_event("encryption", peer=peer)
+        assert secured["encrypted"] is True
+        expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+        expect(page.locator("#sas")).to_have_text(secured["sas"])
 
         # Browser -> mac.
         page.locator("#message").fill("Hello from the browser")
@@ -82,6 +87,7 @@ def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(relay_local: R
             "event": "frame",
             "from": peer,
             "data": "Hello from the browser",
+            "encrypted": True,
         }
 
         # Mac -> browser.
@@ -163,7 +169,10 @@ def test_mac_sends_to_one_browser_with_at_peer(relay_local: RelayLocal, chromium
                 peers.append(mac.wait_for_event("peer_joined")["peer"])
             mac.type_line(f"@{peers[1]} only for the second")
             mac.type_line("for everyone")
-            expect(pages[1].locator(".entry-mac .entry-text")).to_have_text(["only for the second", "for everyone"])
+            # Two sends in a row: the relay does not promise their order (PROTOCOL.md).
+            second = pages[1].locator(".entry-mac .entry-text")
+            expect(second).to_have_count(2)
+            assert sorted(second.all_inner_texts()) == ["for everyone", "only for the second"]
             expect(pages[0].locator(".entry-mac .entry-text")).to_have_text(["for everyone"])
             pages[0].locator("#leave-button").click()
             assert mac.wait_for_event("peer_left")["peers"] == [peers[1]]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from relay import protocol
+from relay_mac.cli import build_parser, settings_from_args
 
 from tests.clients.scripted_relay import ScriptedRelay
 from tests.support.processes import RunningProcess, console_script, free_port
@@ -71,6 +72,7 @@ def test_json_mode_reports_a_startup_failure_as_an_event_too() -> None:
         (["--backoff-max", "0"], "must be more than 0 seconds"),
         (["--max-reconnects", "-2"], "cannot be negative"),
         (["--client-id", "x" * 129], "client id must be 1 to 128 characters"),
+        (["--e2e-wait", "0"], "must be more than 0 seconds"),
     ],
 )
 def test_bad_options_are_rejected_before_connecting(args: list[str], complaint: str) -> None:
@@ -96,6 +98,7 @@ def test_json_mode_end_to_end_against_a_relay(relay: ScriptedRelay) -> None:
             "event": "frame",
             "from": "p1111111",
             "data": "from the browser",
+            "encrypted": False,
         }
         mac.type_line("from the mac")
         mac.type_line("@p1111111 only you")
@@ -105,7 +108,9 @@ def test_json_mode_end_to_end_against_a_relay(relay: ScriptedRelay) -> None:
         mac.wait_for_event("peer_left", peer="p1111111")
         assert mac.terminate() == 0
     assert [r.message for r in relay.messages("send")] == [
-        {"action": "send", "data": "from the mac"},
+        # The browser sent a plain frame, so it is a client without encryption: lines go to
+        # it in clear, one send per browser (each browser has its own keys, or none).
+        {"action": "send", "data": "from the mac", "to": "p1111111"},
         {"action": "send", "data": "only you", "to": "p1111111"},
     ]
     # SIGTERM closes the session properly, so the relay can tell the browsers at once.
@@ -124,7 +129,8 @@ def test_human_mode_shows_the_code_big_and_a_new_code_after_a_reconnect(relay: S
         relay.push(protocol.peer_joined("p1111111"))
         mac.wait_for_line(lambda line: "p1111111 joined" in line, "the peer joining")
         relay.push(protocol.frame("p1111111", "hi"))
-        mac.wait_for_line(lambda line: line == "[p1111111] hi", "the frame")
+        mac.wait_for_line(lambda line: "p1111111 is NOT ENCRYPTED" in line, "the browser marked not encrypted")
+        mac.wait_for_line(lambda line: line == "[p1111111, not encrypted] hi", "the frame")
         relay.drop()
         mac.wait_for_line(lambda line: "NEW session code" in line, "the new-session title")
         mac.wait_for_line(lambda line: "A B C   D E F" in line, "the new code")
@@ -142,10 +148,12 @@ def test_end_of_piped_input_does_not_end_the_session(relay: ScriptedRelay) -> No
         assert json.loads(process.stdout.readline())["event"] == "connecting"
         assert json.loads(process.stdout.readline())["event"] == "registered"
         relay.push(protocol.frame("p1111111", "still listening"))
+        assert json.loads(process.stdout.readline())["event"] == "encryption"  # a plain frame: not encrypted
         assert json.loads(process.stdout.readline()) == {
             "event": "frame",
             "from": "p1111111",
             "data": "still listening",
+            "encrypted": False,
         }
         assert process.poll() is None
     finally:
@@ -172,3 +180,30 @@ def test_ctrl_d_at_a_terminal_quits(relay: ScriptedRelay) -> None:
         os.close(controller)
     relay.wait_until(lambda: 0 in relay.close_codes)
     assert relay.close_codes[0] == 1000
+
+
+def test_e2e_is_on_by_default_and_no_e2e_turns_it_off() -> None:
+    parser = build_parser()
+    assert settings_from_args(parser.parse_args([])).e2e is True
+    off = settings_from_args(parser.parse_args(["--no-e2e", "--e2e-wait", "2.5"]))
+    assert off.e2e is False
+    assert off.e2e_wait_seconds == 2.5
+
+
+def test_no_e2e_through_the_console_script_declines_and_marks_frames(relay: ScriptedRelay) -> None:
+    args = [console_script("relay-mac"), "--json", "--no-e2e", "--url", relay.url]
+    with RunningProcess(args) as mac:
+        mac.wait_for_event("registered")
+        relay.push(protocol.peer_joined("p1111111"))
+        assert mac.wait_for_event("encryption")["reason"] == "e2e_off"
+        relay.push(protocol.frame("p1111111", {"e2e": 1, "hs": "commit", "commit": "A" * 43}))
+        relay.wait_until(lambda: len(relay.messages("send")) == 1)
+        relay.push(protocol.frame("p1111111", "in clear"))
+        assert mac.wait_for_event("frame")["encrypted"] is False
+        mac.type_line("everyone, in clear")
+        relay.wait_until(lambda: len(relay.messages("send")) == 2)
+        assert mac.terminate() == 0
+    assert [r.message for r in relay.messages("send")] == [
+        {"action": "send", "to": "p1111111", "data": {"e2e": 1, "hs": "decline"}},
+        {"action": "send", "data": "everyone, in clear"},  # one broadcast, as before
+    ]

@@ -93,7 +93,7 @@ def test_no_keepalive_before_the_interval_has_passed(relay: ScriptedRelay) -> No
         lines.type("@p1 hello")
         await recorder.wait_for("sent")
 
-    run_scenario(settings_for(relay, keepalive_seconds=300), scenario)
+    run_scenario(settings_for(relay, keepalive_seconds=300, e2e=False), scenario)
     assert relay.messages("ping") == []
 
 
@@ -123,8 +123,8 @@ def test_frames_from_browsers_are_reported_with_sender_and_data(relay: ScriptedR
 
     recorder = run_scenario(settings_for(relay), scenario)
     assert recorder.of("frame") == [
-        {"event": "frame", "from": "p1111111", "data": "hello mac"},
-        {"event": "frame", "from": "p1111111", "data": {"x": [1, 2]}},
+        {"event": "frame", "from": "p1111111", "data": "hello mac", "encrypted": False},
+        {"event": "frame", "from": "p1111111", "data": {"x": [1, 2]}, "encrypted": False},
     ]
 
 
@@ -148,6 +148,8 @@ def test_relay_errors_and_garbage_become_error_events(relay: ScriptedRelay) -> N
 
 
 def test_typed_lines_go_to_all_browsers_or_to_one(relay: ScriptedRelay) -> None:
+    """With --no-e2e: the plain wire format, one broadcast for every browser."""
+
     async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
         await recorder.wait_for("registered")
         relay.push(protocol.peer_joined("p1111111"))
@@ -160,14 +162,14 @@ def test_typed_lines_go_to_all_browsers_or_to_one(relay: ScriptedRelay) -> None:
         await recorder.wait_for("sent", count=4)
         await in_thread(lambda: relay.wait_until(lambda: len(relay.messages("send")) >= 4))
 
-    recorder = run_scenario(settings_for(relay), scenario)
+    recorder = run_scenario(settings_for(relay, e2e=False), scenario)
     assert [r.message for r in relay.messages("send")] == [
         {"action": "send", "data": "hello everyone"},
         {"action": "send", "data": "just you", "to": "p1111111"},
         {"action": "send", "data": "@mention"},
         {"action": "send", "data": "héllo ✓"},
     ]
-    assert recorder.of("sent")[1] == {"event": "sent", "to": "p1111111", "data": "just you"}
+    assert recorder.of("sent")[1] == {"event": "sent", "to": "p1111111", "data": "just you", "encrypted": False}
 
 
 def test_lines_that_cannot_be_sent_are_explained_not_sent(relay: ScriptedRelay) -> None:
@@ -422,7 +424,14 @@ def test_approval_mode_lists_waiting_browsers_and_admits_or_kicks_them(relay: Sc
     }
     assert [r.message for r in relay.messages("admit")] == [{"action": "admit", "peer": "p1111111"}]
     assert [r.message for r in relay.messages("kick")] == [{"action": "kick", "peer": "p2222222"}]
-    assert recorder.of("peers") == [{"event": "peers", "peers": ["p1111111"], "waiting": ["p2222222"]}]
+    assert recorder.of("peers") == [
+        {
+            "event": "peers",
+            "peers": ["p1111111"],
+            "waiting": ["p2222222"],
+            "encryption": {"p1111111": {"encrypted": None, "sas": None}},  # no handshake yet
+        }
+    ]
     assert recorder.of("peer_joined")[0]["peers"] == ["p1111111"]
 
 
@@ -438,7 +447,7 @@ def test_bad_commands_are_explained_and_nothing_is_sent(relay: ScriptedRelay) ->
         lines.type("//slash is literal")
         await recorder.wait_for("sent")
 
-    recorder = run_scenario(settings_for(relay), scenario)
+    recorder = run_scenario(settings_for(relay, e2e=False), scenario)
     assert [e["message"] for e in recorder.of("error")] == [
         "Unknown command /frobnicate. Commands: /admit PEER, /kick PEER, /peers; "
         "start a line with // to send a literal /.",

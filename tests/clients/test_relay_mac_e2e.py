@@ -66,6 +66,7 @@ def test_frames_both_ways_peers_and_the_relays_own_errors(relay_local: RelayLoca
                 "event": "frame",
                 "from": peer,
                 "data": {"n": 1, "text": "from the browser"},
+                "encrypted": False,
             }
 
             mac.type_line(f"@{peer} just for you")
@@ -106,6 +107,7 @@ def test_keepalive_pings_are_answered_by_the_relay_without_noise(relay_local: Re
         "connecting",
         "registered",
         "peer_joined",
+        "encryption",  # a raw socket client: not encrypted
         "frame",
     ]
     assert mac.stderr_lines == []
