@@ -32,3 +32,15 @@ def test_changelog_has_an_unreleased_section_and_the_current_version() -> None:
 
     assert "## [Unreleased]" in changelog
     assert re.search(rf"^## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M)
+
+
+def test_nothing_imports_a_conftest_a_test_module_or_bench() -> None:
+    """Shared test code lives in tests/support (or a helper module beside the tests)."""
+    forbidden = re.compile(r"^\s*(?:from|import)\s+(?:tests(?:\.\w+)*\.(?:conftest|test_\w+)|bench)\b", re.MULTILINE)
+    offenders = [
+        f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
+        for folder in ("tests", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        for match in forbidden.finditer(path.read_text())
+    ]
+    assert not offenders

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from relay_mac.backoff import BackoffPolicy
+from relay_mac.client import ClientSettings, MacClient
 from relay_mac.events import Event
+
+from tests.clients.scripted_relay import ScriptedRelay
 
 WAIT_SECONDS = 10.0
 
@@ -63,3 +67,33 @@ class Lines:
 async def in_thread(condition_waiter: Callable[[], None]) -> None:
     """Run a blocking wait (the scripted relay's) without stalling the client's loop."""
     await asyncio.to_thread(condition_waiter)
+
+
+FAST_BACKOFF = BackoffPolicy(initial_seconds=0.01, max_seconds=0.05)
+
+
+def settings_for(relay: ScriptedRelay, **overrides: Any) -> ClientSettings:
+    values: dict[str, Any] = {"url": relay.url, "client_id": "mac-test", "backoff": FAST_BACKOFF}
+    values.update(overrides)
+    return ClientSettings(**values)
+
+
+Scenario = Callable[[MacClient, Recorder, Lines], Awaitable[None]]
+
+
+def run_scenario(settings: ClientSettings, scenario: Scenario, **client_options: Any) -> Recorder:
+    """Run the client while `scenario` drives it, then stop it and wait for it to finish."""
+
+    async def main() -> Recorder:
+        recorder = Recorder()
+        lines = Lines()
+        client = MacClient(settings, recorder, lines.stream(), **client_options)
+        running = asyncio.create_task(client.run())
+        try:
+            await scenario(client, recorder, lines)
+        finally:
+            client.stop("test over")
+            await asyncio.wait_for(running, 10)
+        return recorder
+
+    return asyncio.run(main())

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from relay_mac import e2e
 
-from tests.clients.conftest import ROOT
+from tests.support.files import ROOT
 
 VECTORS_PATH = ROOT / "clients" / "e2e-vectors.json"
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page, Route, expect
 from relay import protocol
 
+from tests.clients.page_driver import GOOD_CODE, open_page, open_page_on_a_paused_clock, pair, send_message
 from tests.clients.page_source import page_protocol, ui_message
 from tests.clients.scripted_relay import ScriptedRelay
 from tests.support.browser import BROWSER_DIR
@@ -23,39 +23,11 @@ from tests.support.processes import free_port
 
 pytestmark = pytest.mark.browser
 
-GOOD_CODE = "K7M2QX"
-HOUR_MS = 3_600_000
-
 
 @pytest.fixture
 def relay() -> Iterator[ScriptedRelay]:
     with ScriptedRelay() as server:
         yield server
-
-
-def open_page(page: Page, site: str, relay_url: str | None = None) -> None:
-    suffix = f"?relay={quote(relay_url, safe=':/')}" if relay_url is not None else ""
-    page.goto(f"{site}/{suffix}")
-    expect(page.locator("#status")).to_have_attribute("data-state", "idle")
-
-
-def pair(page: Page, code: str = GOOD_CODE) -> None:
-    page.locator("#code").press_sequentially(code)
-    expect(page.locator("#status")).to_have_attribute("data-state", "paired")
-
-
-def open_page_on_a_paused_clock(page: Page, site: str, relay_url: str) -> None:
-    """The page's timers then fire only when the test runs the clock, however slow the machine."""
-    page.clock.install(time=0)
-    open_page(page, site, relay_url)
-    # Installed, the fake clock still follows real time; paused, it moves only on run_for.
-    page.clock.pause_at(HOUR_MS)
-
-
-def send_message(page: Page, text: str) -> None:
-    page.locator("#message").fill(text)
-    page.locator("#message").press("Enter")
-    expect(page.locator("#message")).to_have_value("")
 
 
 def outline_of(page: Page, selector: str) -> tuple[str, str]:

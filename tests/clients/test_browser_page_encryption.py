@@ -10,9 +10,9 @@ from playwright.sync_api import Page, expect
 from relay import protocol
 from relay_mac import e2e
 
+from tests.clients.page_driver import GOOD_CODE, open_page, open_page_on_a_paused_clock, pair, send_message
 from tests.clients.page_source import ui_message
 from tests.clients.scripted_relay import RelayScript, ScriptedRelay
-from tests.clients.test_browser_page import GOOD_CODE, open_page, open_page_on_a_paused_clock, pair, send_message
 
 pytestmark = pytest.mark.browser
 

@@ -16,9 +16,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from relay_mac import e2e
 
-from tests.clients.processes import RunningProcess, console_script
 from tests.clients.recording_proxy import DOWN, UP, RecordingProxy, Rewrite
-from tests.clients.relay_local_process import RelayLocal, start_relay_local
+from tests.support.processes import RunningProcess, console_script
+from tests.support.relay_local import RelayLocal, start_relay_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -73,7 +73,7 @@ def flip_first_sealed_bit(from_role: str) -> tuple[Rewrite, list[str]]:
     flipped: list[str] = []
 
     def rewrite(role: str, direction: str, message: dict[str, Any]) -> dict[str, Any]:
-        data = message.get("data")
+        data: Any = message.get("data")
         if role != from_role or direction != UP or flipped or e2e.kind_of(data) != e2e.Kind.SEALED:
             return message
         raw = bytearray(e2e.from_b64url(data["ct"]))
@@ -142,7 +142,7 @@ class KeySubstitutingOperator:
             self.code, self.peer = message["code"], message["peer"]
         if direction != UP or message.get("action") != "send":
             return message
-        data = message.get("data")
+        data: Any = message.get("data")
         kind = e2e.kind_of(data)
         if role == "browser" and kind == e2e.Kind.HANDSHAKE and data["hs"] == "commit":
             self.browser_commit = data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,43 +13,14 @@ from relay import protocol
 from relay_mac.backoff import Backoff, BackoffPolicy
 from relay_mac.client import ClientSettings, MacClient, StartupError
 
-from tests.clients.client_harness import Lines, Recorder, in_thread
+from tests.clients.client_harness import FAST_BACKOFF, Lines, Recorder, in_thread, run_scenario, settings_for
 from tests.clients.scripted_relay import RelayScript, ScriptedRelay
-
-FAST_BACKOFF = BackoffPolicy(initial_seconds=0.01, max_seconds=0.05)
 
 
 @pytest.fixture
 def relay() -> Iterator[ScriptedRelay]:
     with ScriptedRelay() as server:
         yield server
-
-
-def settings_for(relay: ScriptedRelay, **overrides: Any) -> ClientSettings:
-    values: dict[str, Any] = {"url": relay.url, "client_id": "mac-test", "backoff": FAST_BACKOFF}
-    values.update(overrides)
-    return ClientSettings(**values)
-
-
-Scenario = Callable[[MacClient, Recorder, Lines], Awaitable[None]]
-
-
-def run_scenario(settings: ClientSettings, scenario: Scenario, **client_options: Any) -> Recorder:
-    """Run the client while `scenario` drives it, then stop it and wait for it to finish."""
-
-    async def main() -> Recorder:
-        recorder = Recorder()
-        lines = Lines()
-        client = MacClient(settings, recorder, lines.stream(), **client_options)
-        running = asyncio.create_task(client.run())
-        try:
-            await scenario(client, recorder, lines)
-        finally:
-            client.stop("test over")
-            await asyncio.wait_for(running, 10)
-        return recorder
-
-    return asyncio.run(main())
 
 
 def test_registers_with_its_client_id_and_reports_the_code(relay: ScriptedRelay) -> None:

@@ -10,9 +10,8 @@ from relay import protocol
 from relay_mac import e2e
 from relay_mac.client import MacClient
 
-from tests.clients.client_harness import Lines, Recorder, in_thread
+from tests.clients.client_harness import Lines, Recorder, in_thread, run_scenario, settings_for
 from tests.clients.scripted_relay import ScriptedRelay
-from tests.clients.test_relay_mac_client import run_scenario, settings_for
 
 CODE = "K7M2QX"  # the scripted relay's first code
 
