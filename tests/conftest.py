@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 from tests.support.aws import (
     GLOBAL_ENVIRONMENT,
@@ -37,6 +36,9 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def dynamodb(aws_environment: None) -> Iterator[Any]:
+    # Imported here: moto takes seconds to import, and the in-memory tests never need it.
+    from moto import mock_aws  # noqa: PLC0415
+
     with mock_aws():
         client = boto3_session().client("dynamodb")
         create_sessions_table(client)
