@@ -28,7 +28,10 @@ const PROTOCOL = Object.freeze(/* PROTOCOL-BEGIN */ {
     "internal_error": "The relay had a problem. Please try again.",
     "rate_limited": "Too many failed attempts from your network. Wait a few minutes, then try again.",
     "not_admitted": "Your Mac has not let this browser in yet. Wait for it to accept you.",
-    "not_mac": "Only the Mac that opened the session can do that."
+    "not_mac": "Only the Mac that opened the session can do that.",
+    "banned": "Your Mac removed this network from the session, so this code no longer works here. Ask the person at the Mac.",
+    "invalid_token": "This pairing has ended (it could not be resumed). Enter the code from your Mac to pair again.",
+    "peer_away": "Your Mac is reconnecting and no more messages can be held for it. Wait until it is back, then send again."
   }
 } /* PROTOCOL-END */);
 

@@ -123,7 +123,7 @@ def test_json_mode_end_to_end_against_a_relay(relay: ScriptedRelay) -> None:
 
 
 def test_human_mode_shows_the_code_big_and_a_new_code_after_a_reconnect(relay: ScriptedRelay) -> None:
-    args = [console_script("relay-mac"), "--url", relay.url, "--backoff-initial", "0.01"]
+    args = [console_script("relay-mac"), "--url", relay.url, "--backoff-initial", "0.01", "--no-resume"]
     with RunningProcess(args, env={"PYTHONIOENCODING": "utf-8"}) as mac:
         mac.wait_for_line(lambda line: "K 7 M   2 Q X" in line, "the spaced code")
         relay.push(protocol.peer_joined("p1111111"))
@@ -171,6 +171,7 @@ def test_ctrl_d_at_a_terminal_quits(relay: ScriptedRelay) -> None:
         assert json.loads(process.stdout.readline())["event"] == "connecting"
         assert json.loads(process.stdout.readline())["event"] == "registered"
         os.write(controller, b"\x04")  # Ctrl-D: end of input at a terminal
+        assert json.loads(process.stdout.readline()) == {"event": "ended"}  # no browser waits out a grace period
         assert json.loads(process.stdout.readline()) == {"event": "stopped", "reason": "end of input"}
         assert process.wait(timeout=30) == 0
     finally:

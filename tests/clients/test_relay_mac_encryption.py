@@ -230,7 +230,7 @@ def test_a_handshake_that_stalls_sends_nothing_in_clear(relay: ScriptedRelay) ->
     assert recorder.of("frame") == []
 
 
-def test_a_reconnect_discards_every_key_agreement(relay: ScriptedRelay) -> None:
+def test_a_reconnect_to_a_new_session_discards_every_key_agreement(relay: ScriptedRelay) -> None:
     async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
         await recorder.wait_for("registered")
         relay.push(protocol.peer_joined("p1111111"))
@@ -244,7 +244,7 @@ def test_a_reconnect_discards_every_key_agreement(relay: ScriptedRelay) -> None:
         await recorder.wait_for("rejected")
         await asyncio.sleep(0)
 
-    recorder = run_scenario(settings_for(relay), scenario)
+    recorder = run_scenario(settings_for(relay, resumable=False), scenario)
     assert recorder.of("rejected")[0]["reason"] == "no_keys"
 
 
