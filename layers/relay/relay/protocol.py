@@ -84,7 +84,7 @@ class ErrorCode(StrEnum):
     NOT_ADMITTED = "not_admitted"
     NOT_MAC = "not_mac"
     BANNED = "banned"
-    INVALID_TOKEN = "invalid_token"
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 (an error code, not a secret)
     PEER_AWAY = "peer_away"
 
 
