@@ -411,8 +411,10 @@ class MacClient:
         self.resumes += 1
         self._just_resumed = True
         self._sink(events.resumed(resumed.code, self.sessions, list(self.peers), list(self.away), list(self.waiting)))
-        for peer in self.peers + self.away:
+        for peer in self.peers:
             self.links.joined(peer)  # a browser that joined while we were away; known ones keep their link
+        # An unknown away browser gets its link when it is back: its wait for a handshake
+        # must not run out (and settle it as plain) while it cannot send one.
 
     async def _after_resume(self) -> None:
         # Our keys survived the drop (same process), so the frames the relay held for us,
@@ -527,6 +529,7 @@ class MacClient:
             if peer not in self.peers:
                 self.peers.append(peer)
             self._sink(events.peer_back(peer, list(self.peers), list(self.away)))
+            self.links.joined(peer)  # a no-op for a browser we knew
         elif kind in (MessageType.LOCKED, MessageType.UNLOCKED):
             self.locked = kind == MessageType.LOCKED
             self._sink(events.locked(self.locked))

@@ -108,12 +108,14 @@ def test_resumed_lists_present_away_and_pending_browsers_and_away_and_back_move_
             resumed = await recorder.wait_for("resumed")
             assert (resumed["peers"], resumed["away"], resumed["waiting"]) == ([PRESENT], [AWAY], [PENDING])
             assert client.links.link("p9999999") is None
+            assert client.links.link(AWAY) is None  # no wait for a handshake it cannot send yet
             relay.push(peer_away(PRESENT))
             away = await recorder.wait_for("peer_away")
             assert away == {"event": "peer_away", "peer": PRESENT, "peers": [], "away": [AWAY, PRESENT]}
             relay.push(peer_back(AWAY))
             back = await recorder.wait_for("peer_back")
             assert back == {"event": "peer_back", "peer": AWAY, "peers": [AWAY], "away": [PRESENT]}
+            assert client.links.link(AWAY) is not None
             lines.type("/peers")
             listed = await recorder.wait_for("peers")
             assert (listed["peers"], listed["away"], listed["waiting"]) == ([AWAY], [PRESENT], [PENDING])
