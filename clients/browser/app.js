@@ -12,8 +12,21 @@ const PROTOCOL = Object.freeze(/* PROTOCOL-BEGIN */ {
   "maxFrameBytes": 32768,
   "idleTimeoutSeconds": 600,
   "keepaliveSeconds": 540,
-  "actions": ["auth", "send", "ping"],
-  "messageTypes": ["authenticated", "pending", "frame", "pong", "kicked", "session_closed", "error"],
+  "actions": ["auth", "send", "ping", "resume", "leave"],
+  "messageTypes": [
+    "authenticated",
+    "pending",
+    "frame",
+    "pong",
+    "kicked",
+    "session_closed",
+    "error",
+    "resumed",
+    "peer_away",
+    "peer_back",
+    "left",
+    "ended"
+  ],
   "errorMessages": {
     "bad_request": "The relay could not understand that message.",
     "unknown_action": "The relay does not know that request. Reload the page and try again.",
@@ -28,7 +41,10 @@ const PROTOCOL = Object.freeze(/* PROTOCOL-BEGIN */ {
     "internal_error": "The relay had a problem. Please try again.",
     "rate_limited": "Too many failed attempts from your network. Wait a few minutes, then try again.",
     "not_admitted": "Your Mac has not let this browser in yet. Wait for it to accept you.",
-    "not_mac": "Only the Mac that opened the session can do that."
+    "not_mac": "Only the Mac that opened the session can do that.",
+    "banned": "Your Mac removed this network from the session, so this code no longer works here. Ask the person at the Mac.",
+    "invalid_token": "This pairing has ended (it could not be resumed). Enter the code from your Mac to pair again.",
+    "peer_away": "Your Mac is reconnecting and no more messages can be held for it. Wait until it is back, then send again."
   }
 } /* PROTOCOL-END */);
 
@@ -83,7 +99,22 @@ const UI_MESSAGES = Object.freeze({
   e2eRekey: "Your Mac asked for a new key agreement. Compare the new number.",
   e2eRejected: "A message was rejected and not shown: {reason}.",
   e2eTooLarge: "That message is too large to send once encrypted.",
+  macAway: "Your Mac is reconnecting\u2026 What you send meanwhile is kept for it.",
+  macBack: "Your Mac is back.",
+  resuming: "Lost the connection to the relay. Reconnecting to the same session\u2026",
+  resumed: "Reconnected: still paired with session {code}.",
+  resumingSaved: "Reconnecting to session {code}\u2026",
+  left: "You left the session.",
 });
+
+// Resumable sessions (issue 11): after a drop the page reconnects with this backoff
+// (each delay drawn from the upper half of its step) and sends `resume`; the token lives
+// in sessionStorage so that reloading the tab keeps the pairing, and dies with the tab.
+const RESUME_BACKOFF_INITIAL_MS = 500;
+const RESUME_BACKOFF_MAX_MS = 30000;
+const RESUME_STORAGE_KEY = "pairing-relay.resume";
+// How long "Leave session" waits for the relay's `left` before closing anyway.
+const LEAVE_TIMEOUT_MS = 2000;
 
 // Why a received e2e message was rejected, one entry per E2E.reasons.
 const E2E_REASON_TEXT = Object.freeze({
@@ -129,6 +160,8 @@ const STATUS_TEXT = {
   checking: "Checking the code\u2026",
   waiting: "Waiting for your Mac\u2026",
   paired: "Paired",
+  away: "Mac reconnecting\u2026",
+  resuming: "Reconnecting\u2026",
   closed: "Session closed",
   lost: "Connection lost",
   blocked: "Too many attempts",
@@ -146,6 +179,13 @@ const state = {
   keepaliveTimer: 0,
   // The end-to-end link with the Mac: see e2eReset().
   e2e: null,
+  // Resumable sessions: the token that resumes this browser, the reconnect timer and
+  // how many reconnects failed in a row; whether we wait for admission.
+  resumeToken: "",
+  resumeTimer: 0,
+  resumeFailures: 0,
+  admitted: true,
+  leaveTimer: 0,
 };
 
 function fill(template, values) {
@@ -223,7 +263,12 @@ function onCodeInput() {
 }
 
 function canPair() {
-  return !["paired", "checking", "connecting", "waiting"].includes(state.phase);
+  return !["paired", "away", "resuming", "checking", "connecting", "waiting"].includes(state.phase);
+}
+
+// "paired" and "away" (the Mac is reconnecting) are both inside the session.
+function inSession(phase = state.phase) {
+  return phase === "paired" || phase === "away";
 }
 
 // ---- relay connection ---------------------------------------------------------
@@ -271,12 +316,112 @@ function submitCode() {
     send({ action: "auth", code });
     return;
   }
-  openSocket(url);
+  openSocket(url, () => {
+    setPhase("checking");
+    send({ action: "auth", code: state.pendingCode });
+  });
 }
 
-function openSocket(url) {
+// ---- resumable sessions --------------------------------------------------------
+
+function saveResume() {
+  try {
+    const saved = { relay: state.socketUrl, token: state.resumeToken, code: state.pairedCode || state.pendingCode, peer: state.peer, admitted: state.admitted };
+    window.sessionStorage.setItem(RESUME_STORAGE_KEY, JSON.stringify(saved));
+  } catch {
+    // Storage off (a privacy mode): the pairing then does not survive a reload, nothing worse.
+  }
+}
+
+function loadResume() {
+  try {
+    const saved = JSON.parse(window.sessionStorage.getItem(RESUME_STORAGE_KEY) || "null");
+    if (saved && typeof saved.token === "string" && saved.token && isWebSocketUrl(saved.relay)) {
+      return saved;
+    }
+  } catch {
+    // unreadable: start afresh
+  }
+  return null;
+}
+
+function forgetResume() {
+  state.resumeToken = "";
+  state.resumeFailures = 0;
+  window.clearTimeout(state.resumeTimer);
+  state.resumeTimer = 0;
+  try {
+    window.sessionStorage.removeItem(RESUME_STORAGE_KEY);
+  } catch {
+    // nothing stored
+  }
+}
+
+function keepToken(message) {
+  if (typeof message.resume_token === "string" && message.resume_token) {
+    state.resumeToken = message.resume_token;
+    saveResume();
+  }
+}
+
+function resumeOn(url) {
+  openSocket(url, () => send({ action: "resume", token: state.resumeToken }), "resuming");
+}
+
+function scheduleResume(url) {
+  window.clearTimeout(state.resumeTimer);
+  const step = Math.min(RESUME_BACKOFF_MAX_MS, RESUME_BACKOFF_INITIAL_MS * 2 ** state.resumeFailures);
+  const delay = step / 2 + (Math.random() * step) / 2;
+  state.resumeFailures += 1;
+  setPhase("resuming");
+  state.resumeTimer = window.setTimeout(() => {
+    state.resumeTimer = 0;
+    if (state.resumeToken) {
+      resumeOn(url);
+    }
+  }, delay);
+}
+
+function onResumed(message) {
+  const link = state.e2e;
+  state.resumeFailures = 0;
+  state.pairedCode = String(message.code || state.pairedCode);
+  state.peer = String(message.peer || state.peer);
+  keepToken(message);
+  hideAlert();
+  if (!state.admitted) {
+    setPhase("waiting");
+    showNotice(UI_MESSAGES.waiting);
+    return;
+  }
+  setPhase("paired");
+  logSystem(fill(UI_MESSAGES.resumed, { code: spacedCode(state.pairedCode) }));
+  startKeepalive();
+  // A new key agreement; the keys of the last one (if this page still has them: not after a
+  // reload) open the frames the relay held for us, which arrive right after `resumed`.
+  startE2e(link ? link.channel || link.previous : null);
+}
+
+function onPeerAway(peer) {
+  if (peer !== E2E.macPeer || !inSession()) {
+    return;
+  }
+  setPhase("away");
+  logSystem(UI_MESSAGES.macAway);
+}
+
+function onPeerBack(peer) {
+  if (peer !== E2E.macPeer || state.phase !== "away") {
+    return;
+  }
+  // The Mac asks for a new key agreement (`rekey`) once it is back.
+  setPhase("paired");
+  logSystem(UI_MESSAGES.macBack);
+}
+
+function openSocket(url, onOpen, phase = "connecting") {
   closeSocket();
-  setPhase("connecting");
+  setPhase(phase);
   let socket;
   try {
     socket = new WebSocket(url);
@@ -291,8 +436,7 @@ function openSocket(url) {
   let opened = false;
   socket.addEventListener("open", () => {
     opened = true;
-    setPhase("checking");
-    send({ action: "auth", code: state.pendingCode });
+    onOpen();
   });
   socket.addEventListener("message", (event) => onRelayMessage(event.data));
   socket.addEventListener("close", () => {
@@ -315,11 +459,22 @@ function closeSocket() {
 
 function onSocketClosed(opened) {
   stopKeepalive();
-  e2eReset();
   const expected = state.closeExpected;
   const phase = state.phase;
+  const url = state.socketUrl;
   state.socket = null;
   state.socketUrl = "";
+  if (!expected && state.resumeToken && (inSession(phase) || phase === "waiting" || phase === "resuming")) {
+    // A resumable session: the relay keeps our seat for a grace period. The keys stay
+    // too, for the frames the relay holds for us meanwhile.
+    if (phase !== "resuming") {
+      showNotice(UI_MESSAGES.resuming);
+      logSystem("Connection to the relay lost; reconnecting.");
+    }
+    scheduleResume(url);
+    return;
+  }
+  e2eReset();
   if (expected) {
     return;
   }
@@ -351,11 +506,29 @@ function onRelayMessage(text) {
 function handleRelayMessage(message) {
   switch (message.type) {
     case "authenticated":
-      onPaired(String(message.code || state.pendingCode), String(message.peer || ""));
+      state.admitted = true;
+      state.pairedCode = String(message.code || state.pendingCode);
+      state.peer = String(message.peer || "");
+      keepToken(message);
+      onPaired(state.pairedCode, state.peer);
       break;
     case "pending":
+      state.admitted = false;
+      keepToken(message);
       setPhase("waiting");
       showNotice(UI_MESSAGES.waiting);
+      break;
+    case "resumed":
+      onResumed(message);
+      break;
+    case "peer_away":
+      onPeerAway(String(message.peer || ""));
+      break;
+    case "peer_back":
+      onPeerBack(String(message.peer || ""));
+      break;
+    case "left":
+      finishLeaving();
       break;
     case "frame":
       // One at a time, in arrival order: opening a frame is asynchronous (WebCrypto).
@@ -367,6 +540,7 @@ function handleRelayMessage(message) {
     case "pong":
       break; // keepalive answered; nothing for the person to see
     case "session_closed":
+    case "ended":
       endSession(UI_MESSAGES.sessionClosed, "The session was closed by your Mac.");
       break;
     case "error":
@@ -380,6 +554,17 @@ function handleRelayMessage(message) {
 function showRelayError(code, relayText) {
   const text = PROTOCOL.errorMessages[code] || relayText || PROTOCOL.errorMessages.internal_error;
   switch (code) {
+    case "invalid_token":
+      // The grace period ran out (or the session ended meanwhile): pair again with a code.
+      forgetResume();
+      e2eReset();
+      state.pairedCode = "";
+      setPhase("idle");
+      showAlert(text);
+      logSystem("The session could not be resumed.");
+      elements.code.focus();
+      break;
+    case "banned":
     case "invalid_code":
       setPhase("idle");
       // Marked invalid for assistive technology; the words are in the alert, once.
@@ -401,6 +586,7 @@ function showRelayError(code, relayText) {
       showAlert(text);
       break;
     case "peer_gone":
+    case "peer_away":
     case "not_admitted":
       showAlert(text);
       break;
@@ -425,6 +611,7 @@ function onPaired(code, peer) {
 }
 
 function endSession(alertText, logText) {
+  forgetResume();
   e2eReset();
   state.closeExpected = true;
   state.pairedCode = "";
@@ -436,15 +623,30 @@ function endSession(alertText, logText) {
   codeCharactersBefore = 0;
 }
 
+// "Leave session": tell the relay (`leave`, answered by `left`) so that the Mac hears at
+// once, then close. Without an answer within LEAVE_TIMEOUT_MS the page closes anyway.
 function leaveSession() {
+  forgetResume();
   e2eReset();
+  stopKeepalive();
   state.closeExpected = true;
   state.pairedCode = "";
-  closeSocket();
   setPhase("idle");
   hideAlert();
-  logSystem("You left the session.");
+  logSystem(UI_MESSAGES.left);
   elements.code.focus();
+  if (send({ action: "leave" })) {
+    state.leaveTimer = window.setTimeout(finishLeaving, LEAVE_TIMEOUT_MS);
+  } else {
+    finishLeaving();
+  }
+}
+
+function finishLeaving() {
+  window.clearTimeout(state.leaveTimer);
+  state.leaveTimer = 0;
+  state.closeExpected = true;
+  closeSocket();
 }
 
 // API Gateway drops a connection after ten idle minutes and does not count WebSocket
@@ -471,7 +673,7 @@ async function onSend(event) {
   event.preventDefault();
   const text = elements.message.value;
   const link = state.e2e;
-  if (!text.trim() || state.phase !== "paired" || !link || !canSendOn(link)) {
+  if (!text.trim() || !inSession() || !link || !canSendOn(link)) {
     return;
   }
   if (!fitsInAFrame({ action: "send", data: text })) {
@@ -725,9 +927,11 @@ async function x25519Supported() {
   }
 }
 
-async function startE2e() {
+// `previous`: the last agreement's channel, kept only to open frames sealed before this
+// one (held by the relay while one side was away); dropped once the new keys exist.
+async function startE2e(previous = null) {
   e2eReset();
-  const link = { status: "handshaking", handshake: null, channel: null, timer: 0, note: "", heldPlain: [] };
+  const link = { status: "handshaking", handshake: null, channel: null, previous, timer: 0, note: "", heldPlain: [] };
   state.e2e = link;
   refreshPhase();
   if (!window.crypto || !crypto.subtle || !(await x25519Supported())) {
@@ -788,6 +992,13 @@ async function onFrame(data) {
     } else if (kind === "handshake") {
       await onHandshakeStep(link, data);
     } else {
+      if (link.status !== "encrypted" && link.previous) {
+        const opened = await openEnvelope(link.previous.receiveKey, link.previous.window, data);
+        if (state.e2e === link) {
+          logEntry("mac", "Mac", opened, true);
+        }
+        return;
+      }
       if (link.status !== "encrypted") {
         throw new E2eError("no_keys");
       }
@@ -817,6 +1028,7 @@ async function onHandshakeStep(link, message) {
       return;
     }
     link.handshake = null;
+    link.previous = null;
     window.clearTimeout(link.timer);
     link.channel = {
       sendKey: await aesKey(keys.browserToMac, "encrypt"),
@@ -837,18 +1049,19 @@ async function onHandshakeStep(link, message) {
   } else if (message.hs === "decline" && link.status === "handshaking") {
     settlePlain(link, UI_MESSAGES.e2eDeclined);
   } else if (message.hs === "rekey") {
-    // The Mac lost its keys (it restarted, or resumed): a fresh agreement, the old keys dropped.
+    // The Mac lost its keys, or resumed: a fresh agreement. The old keys still open what
+    // was sealed before it, until the new ones exist.
     logSystem(UI_MESSAGES.e2eRekey);
-    await startE2e();
+    await startE2e(link.channel || link.previous);
   } else {
     throw new E2eError("bad_handshake");
   }
 }
 
 function refreshPhase() {
-  if (state.phase === "paired") {
+  if (inSession()) {
     const focusWasLost = document.activeElement === document.body || document.activeElement === null;
-    setPhase("paired");
+    setPhase(state.phase);
     // onPaired could not focus the message box while it was disabled; now it can.
     if (focusWasLost && !elements.message.disabled) {
       elements.message.focus();
@@ -857,7 +1070,7 @@ function refreshPhase() {
 }
 
 function showE2eStatus() {
-  const link = state.phase === "paired" ? state.e2e : null;
+  const link = inSession() ? state.e2e : null;
   elements.e2eStatus.hidden = !link;
   if (!link) {
     elements.e2eStatus.dataset.state = "none";
@@ -882,10 +1095,11 @@ function showE2eStatus() {
 function setPhase(phase) {
   state.phase = phase;
   elements.status.dataset.state = phase;
-  const paired = phase === "paired";
+  // While the Mac is away the relay keeps what is sent for it, so sending stays open.
+  const paired = inSession(phase);
   const canSend = paired && Boolean(state.e2e) && canSendOn(state.e2e);
   elements.statusText.textContent = paired
-    ? `${STATUS_TEXT.paired} \u00B7 session ${spacedCode(state.pairedCode)}`
+    ? `${STATUS_TEXT[phase]} \u00B7 session ${spacedCode(state.pairedCode)}`
     : STATUS_TEXT[phase];
   elements.message.disabled = !canSend;
   elements.sendButton.disabled = !canSend;
@@ -895,11 +1109,13 @@ function setPhase(phase) {
       ? UI_MESSAGES.e2eSettingUp
       : "Pair first, then type a message";
   showE2eStatus();
-  elements.code.disabled = paired;
-  elements.relayUrl.disabled = paired;
+  // While reconnecting or waiting for admission the person can still give up: Leave.
+  const inAPairing = paired || phase === "resuming" || (phase === "waiting" && Boolean(state.resumeToken));
+  elements.code.disabled = inAPairing;
+  elements.relayUrl.disabled = inAPairing;
   elements.pairButton.disabled = !canPair();
-  elements.pairButton.hidden = paired;
-  elements.leaveButton.hidden = !paired;
+  elements.pairButton.hidden = inAPairing;
+  elements.leaveButton.hidden = !inAPairing;
   document.body.dataset.phase = phase;
 }
 
@@ -983,9 +1199,22 @@ function start() {
   elements.sendForm.addEventListener("submit", onSend);
   setPhase("idle");
   window.addEventListener("pagehide", () => {
+    // A reload (or leaving the page) is not a goodbye: the relay keeps the seat for its
+    // grace period, and a reload resumes with the token in sessionStorage.
     state.closeExpected = true;
     closeSocket();
   });
+  const saved = loadResume();
+  if (saved) {
+    elements.relayUrl.value = saved.relay;
+    state.resumeToken = saved.token;
+    state.pairedCode = String(saved.code || "");
+    state.pendingCode = state.pairedCode;
+    state.peer = String(saved.peer || "");
+    state.admitted = saved.admitted !== false;
+    logSystem(fill(UI_MESSAGES.resumingSaved, { code: spacedCode(state.pairedCode) }));
+    resumeOn(saved.relay);
+  }
 }
 
 start();

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Reference mac-client of the pairing relay: registers, shows the session code, "
             "prints what browsers send and sends each line you type (to all browsers, or "
-            "'@peer text' to one). Commands: /peers, /kick PEER, /admit PEER. Frames are end-to-end "
+            "'@peer text' to one). Commands: /peers, /kick PEER, /admit PEER, /lock, /unlock. Frames are end-to-end "
             "encrypted with each browser that supports it; compare the string shown for it with its page."
         ),
     )
@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a browser has to start its encryption handshake before it counts as "
         "one without encryption (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-resume",
+        dest="resumable",
+        action="store_false",
+        help="do not ask for a resumable session: after a dropped connection, register a new code",
+    )
+    parser.add_argument(
+        "--lock-after-first",
+        action="store_true",
+        help="lock the session as soon as the first browser is in: nobody else can join with the code",
     )
     parser.add_argument("--client-id", default=None, help="id sent with register (default: random)")
     parser.add_argument(
@@ -148,6 +159,8 @@ def settings_from_args(args: argparse.Namespace) -> ClientSettings:
         approve=args.approve,
         e2e=args.e2e,
         e2e_wait_seconds=args.e2e_wait,
+        resumable=args.resumable,
+        lock_after_first=args.lock_after_first,
     )
 
 
@@ -156,8 +169,8 @@ async def run_client(settings: ClientSettings, sink: EventSink) -> MacClient:
     # there is nothing more to send, so a script can run `relay-mac --json < /dev/null`.
     client = MacClient(settings, sink, stdin_lines(sys.stdin.fileno()), stop_at_end_of_input=sys.stdin.isatty())
     loop = asyncio.get_running_loop()
-    # Stop cleanly on Ctrl-C or `kill`: the close frame lets the relay end the session
-    # (and tell the browsers) at once instead of after a timeout.
+    # Stop cleanly on Ctrl-C or `kill`: `end` (then the close frame) lets the relay end the
+    # session and tell the browsers at once, instead of after a grace period.
     for signum, reason in ((signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, client.stop, reason)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay import protocol
-from relay.protocol import Action, MessageType
+from relay.protocol import Action, ErrorCode, MessageType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
@@ -42,6 +42,8 @@ DEFAULT_URL = "ws://127.0.0.1:3001"
 DEFAULT_KEEPALIVE_SECONDS = 540.0
 DEFAULT_OPEN_TIMEOUT_SECONDS = 10.0
 DEFAULT_REGISTER_TIMEOUT_SECONDS = 10.0
+# How long a deliberate exit waits for the relay's `ended` before it just closes.
+DEFAULT_END_TIMEOUT_SECONDS = 2.0
 
 EventSink = Callable[[Event], None]
 
@@ -75,6 +77,11 @@ class ClientSettings:
     # How long a browser that joined has to start its handshake before it counts as a
     # client without encryption (and lines typed for it meanwhile go in clear).
     e2e_wait_seconds: float = DEFAULT_WAIT_SECONDS
+    # Issue 11: register resumable and resume the same session (same code) after a drop.
+    resumable: bool = True
+    # Lock the session as soon as the first browser is in (issue 10).
+    lock_after_first: bool = False
+    end_timeout_seconds: float = DEFAULT_END_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
         if not 0 < self.keepalive_seconds < protocol.IDLE_TIMEOUT_SECONDS:
@@ -113,8 +120,8 @@ class Command:
 
 
 # name -> whether it takes a peer id
-COMMANDS: dict[str, bool] = {"admit": True, "kick": True, "peers": False}
-COMMAND_HELP = "Commands: /admit PEER, /kick PEER, /peers; start a line with // to send a literal /."
+COMMANDS: dict[str, bool] = {"admit": True, "kick": True, "peers": False, "lock": False, "unlock": False}
+COMMAND_HELP = "Commands: /admit PEER, /kick PEER, /peers, /lock, /unlock; start a line with // to send a literal /."
 
 
 class InputLineError(ValueError):
@@ -175,8 +182,38 @@ def describe_connect_failure(url: str, exc: BaseException, open_timeout: float) 
     return f"cannot connect to {url}: {exc}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Resumed:
+    """The relay's `resumed` for the mac-client: the same session, on a new connection."""
+
+    code: str
+    token: str
+    peers: list[str]
+    away: list[str]
+    waiting: list[str]
+
+
+def _resumed_from(message: dict[str, Any], code: str) -> _Resumed:
+    token = message.get("resume_token")
+    if not isinstance(token, str) or not token:
+        raise _AttemptFailed("the relay resumed the session without a new resume token")
+    listed = message.get("peers")
+    states: dict[str, list[str]] = {"present": [], "away": [], "pending": []}
+    for entry in listed if isinstance(listed, list) else []:
+        if isinstance(entry, dict) and isinstance(peer := entry.get("peer"), str):
+            states.setdefault(str(entry.get("state")), []).append(peer)
+    resumed_code = message.get("code")
+    return _Resumed(
+        code=resumed_code if isinstance(resumed_code, str) and resumed_code else code,
+        token=token,
+        peers=states["present"],
+        away=states["away"],
+        waiting=states["pending"],
+    )
+
+
 class MacClient:
-    """One mac-client: one session at a time, a new one after each reconnect."""
+    """One mac-client: one session at a time, resumed after a drop (or a new one if it cannot be)."""
 
     def __init__(
         self,
@@ -200,6 +237,17 @@ class MacClient:
         self.peers: list[str] = []
         # Browsers that asked to join (approval mode) and are not admitted yet.
         self.waiting: list[str] = []
+        # Browsers of a resumable session whose connection dropped; the relay holds their frames.
+        self.away: list[str] = []
+        # The token that resumes this session (None: not resumable, or no session).
+        self.resume_token: str | None = None
+        self.resumes = 0
+        self.locked = False
+        self._lock_requested = False
+        # Set by the relay's `ended` (or an old relay's refusal of `end`) while saying goodbye.
+        self._ended = asyncio.Event()
+        self._ending = False
+        self._just_resumed = False
         self.sessions = 0
         # Counted, not reported: the keepalive is invisible to the person by design.
         self.pings_sent = 0
@@ -251,7 +299,7 @@ class MacClient:
             close_code, close_reason = await self._serve(connection)
             if self._stop.is_set():
                 return
-            self._sink(events.disconnected(close_code, close_reason))
+            self._sink(events.disconnected(close_code, close_reason, resuming=self.resume_token is not None))
             if not await self._wait_before_reconnect():
                 return
 
@@ -292,7 +340,14 @@ class MacClient:
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise _AttemptFailed(describe_connect_failure(url, exc, timeout)) from exc
         try:
-            code = await asyncio.wait_for(self._register(connection), timeout=self.settings.register_timeout_seconds)
+            resumed = await asyncio.wait_for(self._resume(connection), timeout=self.settings.register_timeout_seconds)
+            if resumed is not None:
+                self._connection = connection
+                self._on_resumed(resumed)
+                return connection
+            code, token = await asyncio.wait_for(
+                self._register(connection), timeout=self.settings.register_timeout_seconds
+            )
         except TimeoutError:
             await connection.close()
             raise _AttemptFailed(
@@ -308,17 +363,73 @@ class MacClient:
             raise
         self._connection = connection
         self.code = code
-        self.peers = []
-        self.waiting = []
-        self.links.reset(code)
+        self.resume_token = token
+        self._forget_session(code)
         self.sessions += 1
         self._sink(events.registered(code, self.sessions))
         return connection
 
-    async def _register(self, connection: ClientConnection) -> str:
+    def _forget_session(self, code: str) -> None:
+        self.peers = []
+        self.waiting = []
+        self.away = []
+        self.locked = False
+        self._lock_requested = False
+        self.links.reset(code)
+
+    async def _resume(self, connection: ClientConnection) -> _Resumed | None:
+        """Ask for the session back with its token; None when there is none to resume, or the
+        relay refused (`invalid_token`: the grace period is over), which is then reported."""
+        token, code = self.resume_token, self.code
+        if token is None or code is None:
+            return None
+        await connection.send(json.dumps({"action": Action.RESUME.value, "token": token}))
+        while True:
+            message = _decode(await connection.recv())
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind == MessageType.RESUMED:
+                return _resumed_from(message, code)
+            if kind == MessageType.ERROR:
+                error_code = str(message.get("error"))
+                text = str(message.get("message") or error_code)
+                if error_code != ErrorCode.INVALID_TOKEN:
+                    # Busy, rate limited, ...: the token may still be good, so try it again later.
+                    raise _AttemptFailed(f"the relay did not resume the session: {text}")
+                self.resume_token = None
+                self._sink(events.resume_refused(code, error_code, text))
+                return None
+
+    def _on_resumed(self, resumed: _Resumed) -> None:
+        known = set(self.peers) | set(self.away) | set(self.waiting)
+        for gone in known - set(resumed.peers) - set(resumed.away) - set(resumed.waiting):
+            self.links.left(gone)  # removed while we were away (their grace ran out)
+        self.code = resumed.code
+        self.resume_token = resumed.token
+        self.peers, self.away, self.waiting = list(resumed.peers), list(resumed.away), list(resumed.waiting)
+        self.resumes += 1
+        self._just_resumed = True
+        self._sink(events.resumed(resumed.code, self.sessions, list(self.peers), list(self.away), list(self.waiting)))
+        for peer in self.peers:
+            self.links.joined(peer)  # a browser that joined while we were away; known ones keep their link
+        # An unknown away browser gets its link when it is back: its wait for a handshake
+        # must not run out (and settle it as plain) while it cannot send one.
+
+    async def _after_resume(self) -> None:
+        # Our keys survived the drop (same process), so the frames the relay held for us,
+        # delivered right after `resumed`, still open. Then each present browser makes a new
+        # agreement; an away browser makes one itself when it resumes.
+        for peer in list(self.peers):
+            await self.links.rekey(peer)
+        await self._lock_if_first_is_in()
+
+    async def _register(self, connection: ClientConnection) -> tuple[str, str | None]:
         register: dict[str, Any] = {"action": Action.REGISTER.value, "client_id": self.settings.client_id}
         if self.settings.approve:
             register["approve"] = True
+        if self.settings.resumable:
+            register["resumable"] = True
         await connection.send(json.dumps(register))
         while True:
             message = _decode(await connection.recv())
@@ -329,7 +440,9 @@ class MacClient:
                 code = message.get("code")
                 if not isinstance(code, str) or not protocol.is_well_formed_code(code):
                     raise _AttemptFailed(f"the relay sent a malformed session code: {code!r}")
-                return code
+                token = message.get("resume_token")
+                # A relay without resumable sessions sends no token: reconnects then register anew.
+                return code, token if isinstance(token, str) and token else None
             if kind == MessageType.ERROR:
                 raise _AttemptFailed(f"the relay refused to register: {message.get('message') or message.get('error')}")
 
@@ -338,20 +451,43 @@ class MacClient:
         receiving = asyncio.create_task(self._receive(connection), name="relay-mac receive")
         keepalive = asyncio.create_task(self._keepalive(connection), name="relay-mac keepalive")
         stopping = asyncio.create_task(self._stop.wait(), name="relay-mac stop")
+        tasks = [receiving, keepalive, stopping]
+        if self._just_resumed:
+            self._just_resumed = False
+            tasks.append(asyncio.create_task(self._after_resume(), name="relay-mac after resume"))
         try:
             await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if self._stop.is_set() and not receiving.done():
+                await self._say_goodbye(connection, receiving)
         finally:
-            for task in (receiving, keepalive, stopping):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(receiving, keepalive, stopping, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._connection = None
-            self.code = None
-            self.peers = []
-            self.waiting = []
-            self.links.reset("")
+            if self.resume_token is None or self._stop.is_set():
+                self.code = None
+                self.resume_token = None
+                self._forget_session("")
+            # else: the session, its browsers and their keys wait for the resume.
         if self._stop.is_set():
             await connection.close()
         return connection.close_code, connection.close_reason or _default_close_reason(connection)
+
+    async def _say_goodbye(self, connection: ClientConnection, receiving: asyncio.Task[None]) -> None:
+        """A deliberate exit ends the session at once (`end`), so that no browser waits out a
+        grace period for a Mac that is not coming back. Bounded: a silent relay only delays
+        the exit by `end_timeout_seconds`."""
+        self._ending = True
+        self._ended.clear()
+        try:
+            await connection.send(json.dumps({"action": Action.END.value}))
+        except ConnectionClosed:
+            return
+        ended = asyncio.create_task(self._ended.wait())
+        try:
+            await asyncio.wait({ended, receiving}, timeout=self.settings.end_timeout_seconds)
+        finally:
+            ended.cancel()
 
     async def _receive(self, connection: ClientConnection) -> None:
         # Ends when the connection closes; a drop without a close frame ends it the same way.
@@ -373,11 +509,36 @@ class MacClient:
                 self.peers.append(peer)
             self._sink(events.peer_joined(peer, list(self.peers)))
             self.links.joined(peer)
+            await self._lock_if_first_is_in()
         elif kind == MessageType.PEER_LEFT and isinstance(peer := message.get("peer"), str):
             _discard(self.waiting, peer)
             _discard(self.peers, peer)
+            _discard(self.away, peer)
             self.links.left(peer)
             self._sink(events.peer_left(peer, list(self.peers)))
+        elif kind == MessageType.PEER_AWAY and isinstance(peer := message.get("peer"), str):
+            # Its link (and keys) stay: what we send it meanwhile is held by the relay, sealed
+            # as before, and it opens that with the keys it still has.
+            _discard(self.peers, peer)
+            if peer not in self.away:
+                self.away.append(peer)
+            self._sink(events.peer_away(peer, list(self.peers), list(self.away)))
+        elif kind == MessageType.PEER_BACK and isinstance(peer := message.get("peer"), str):
+            # It resumed; it starts a new key agreement itself (a `commit`).
+            _discard(self.away, peer)
+            if peer not in self.peers:
+                self.peers.append(peer)
+            self._sink(events.peer_back(peer, list(self.peers), list(self.away)))
+            self.links.joined(peer)  # a no-op for a browser we knew
+        elif kind in (MessageType.LOCKED, MessageType.UNLOCKED):
+            self.locked = kind == MessageType.LOCKED
+            self._sink(events.locked(self.locked))
+        elif kind == MessageType.ENDED:
+            self.resume_token = None
+            self._sink(events.ended())
+            self._ended.set()
+        elif kind == MessageType.ERROR and self._ending and message.get("error") == ErrorCode.UNKNOWN_ACTION:
+            self._ended.set()  # a relay without `end`: closing the connection ends the session there
         elif kind == MessageType.JOIN_REQUEST and isinstance(peer := message.get("peer"), str):
             if peer not in self.waiting:
                 self.waiting.append(peer)
@@ -387,6 +548,16 @@ class MacClient:
         elif kind == MessageType.ERROR:
             self._sink(events.error(str(message.get("error", "error")), str(message.get("message", ""))))
         # Other types (and ones a newer relay may add) carry nothing the person needs.
+
+    async def _lock_if_first_is_in(self) -> None:
+        if not self.settings.lock_after_first or self._lock_requested or not (self.peers or self.away):
+            return
+        connection = self._connection
+        if connection is None:
+            return
+        self._lock_requested = True
+        with contextlib.suppress(ConnectionClosed):
+            await connection.send(json.dumps({"action": Action.LOCK.value}))
 
     async def _keepalive(self, connection: ClientConnection) -> None:
         ping = json.dumps({"action": Action.PING.value})
@@ -414,8 +585,8 @@ class MacClient:
         if outgoing is None:
             return
         if isinstance(outgoing, Command) and outgoing.name == "peers":
-            encryption = {peer: self.links.security(peer) for peer in self.peers}
-            self._sink(events.peers(list(self.peers), list(self.waiting), encryption))
+            encryption = {peer: self.links.security(peer) for peer in self.peers + self.away}
+            self._sink(events.peers(list(self.peers), list(self.waiting), encryption, list(self.away)))
             return
         connection = self._connection
         if connection is None:
@@ -424,13 +595,14 @@ class MacClient:
         if isinstance(outgoing, Command):
             await self._send_command(connection, outgoing)
             return
-        if outgoing.to is None and not self.peers:
+        if outgoing.to is None and not (self.peers or self.away):
             self._sink(events.error(events.LOCAL_NO_BROWSERS, "No browser has joined yet; nothing sent."))
             return
         # Checked here in clear so that the person hears at once; again once sealed.
         if not self._fits(outgoing.message()):
             return
-        await self.links.send_line(outgoing.to, outgoing.data, list(self.peers))
+        # An away browser is still in the session: the relay holds what is sent to it.
+        await self.links.send_line(outgoing.to, outgoing.data, self.peers + self.away)
 
     def _fits(self, message: dict[str, Any]) -> bool:
         wire = json.dumps(message, ensure_ascii=False)
@@ -463,8 +635,11 @@ class MacClient:
     async def _send_command(self, connection: ClientConnection, command: Command) -> None:
         # The relay answers admit with peer_joined and kick with peer_left (or an error),
         # which is what the person sees; nothing is reported here on success.
+        message: dict[str, Any] = {"action": command.name}
+        if command.peer is not None:
+            message["peer"] = command.peer
         try:
-            await connection.send(json.dumps({"action": command.name, "peer": command.peer}))
+            await connection.send(json.dumps(message))
         except ConnectionClosed:
             self._sink(events.error(events.LOCAL_NOT_CONNECTED, "The connection dropped; nothing sent."))
 

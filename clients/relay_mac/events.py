@@ -30,6 +30,34 @@ def registered(code: str, session: int) -> Event:
     return {"event": "registered", "code": code, "session": session, "new_session": session > 1}
 
 
+def resumed(code: str, session: int, connected: list[str], away: list[str], waiting: list[str]) -> Event:
+    """The same session, back after a dropped connection: the code still works."""
+    return {"event": "resumed", "code": code, "session": session, "peers": connected, "away": away, "waiting": waiting}
+
+
+def resume_refused(code: str, error_code: str, message: str) -> Event:
+    """The relay would not resume session `code` (its grace period ran out): a new one follows."""
+    return {"event": "resume_refused", "code": code, "error": error_code, "message": message}
+
+
+def peer_away(peer: str, connected: list[str], away: list[str]) -> Event:
+    return {"event": "peer_away", "peer": peer, "peers": connected, "away": away}
+
+
+def peer_back(peer: str, connected: list[str], away: list[str]) -> Event:
+    return {"event": "peer_back", "peer": peer, "peers": connected, "away": away}
+
+
+def locked(is_locked: bool) -> Event:
+    """The relay confirmed /lock (no new browser can join with the code) or /unlock."""
+    return {"event": "locked" if is_locked else "unlocked"}
+
+
+def ended() -> Event:
+    """The relay confirmed `end`: the session is over for every browser at once."""
+    return {"event": "ended"}
+
+
 def peer_joined(peer: str, peers: list[str]) -> Event:
     return {"event": "peer_joined", "peer": peer, "peers": peers}
 
@@ -42,9 +70,20 @@ def join_request(peer: str, ip: Any, user_agent: Any, waiting: list[str]) -> Eve
     return {"event": "join_request", "peer": peer, "ip": ip, "user_agent": user_agent, "waiting": waiting}
 
 
-def peers(connected: list[str], waiting: list[str], encryption: dict[str, dict[str, Any]] | None = None) -> Event:
+def peers(
+    connected: list[str],
+    waiting: list[str],
+    encryption: dict[str, dict[str, Any]] | None = None,
+    away: list[str] | None = None,
+) -> Event:
     # encryption: peer -> {"encrypted": true|false|null (not settled yet), "sas": "042 917"|null}
-    return {"event": "peers", "peers": connected, "waiting": waiting, "encryption": encryption or {}}
+    return {
+        "event": "peers",
+        "peers": connected,
+        "waiting": waiting,
+        "away": away or [],
+        "encryption": encryption or {},
+    }
 
 
 def frame(sender: str, data: Any, *, encrypted: bool) -> Event:
@@ -78,8 +117,9 @@ def error(code: str, message: str) -> Event:
     return {"event": "error", "error": code, "message": message}
 
 
-def disconnected(code: int | None, reason: str) -> Event:
-    return {"event": "disconnected", "code": code, "reason": reason}
+def disconnected(code: int | None, reason: str, *, resuming: bool = False) -> Event:
+    # resuming: the session is resumable, so the next connection asks for it back (same code).
+    return {"event": "disconnected", "code": code, "reason": reason, "resuming": resuming}
 
 
 def reconnecting(delay: float, attempt: int) -> Event:

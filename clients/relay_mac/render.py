@@ -104,6 +104,8 @@ class HumanRenderer:
         stream.flush()
 
     def __call__(self, event: Event) -> None:
+        if self._resume_or_lock(event):
+            return
         kind = event["event"]
         if kind == "connecting":
             if event["attempt"] == 1:
@@ -123,7 +125,8 @@ class HumanRenderer:
             )
         elif kind == "peers":
             waiting = f"; waiting: {', '.join(shown(peer) for peer in event['waiting'])}" if event["waiting"] else ""
-            self._print(f"  {_peer_list(event['peers'])}{waiting}")
+            away = f"; away: {', '.join(shown(peer) for peer in event['away'])}" if event.get("away") else ""
+            self._print(f"  {_peer_list(event['peers'])}{away}{waiting}")
             for peer, security in event["encryption"].items():
                 self._print(f"    {shown(peer)}: {_security_text(security)}")
         elif kind == "frame":
@@ -152,14 +155,53 @@ class HumanRenderer:
         elif kind == "error":
             self._print(f"! {shown(event['message'] or event['error'])}", to_err=True)
         elif kind == "disconnected":
-            self._print(
-                f"! Disconnected from the relay ({shown(event['reason'])}). The code above no longer works.",
-                to_err=True,
+            after = (
+                "Resuming the same session: browsers stay paired and their frames are held meanwhile."
+                if event.get("resuming")
+                else "The code above no longer works."
             )
+            self._print(f"! Disconnected from the relay ({shown(event['reason'])}). {after}", to_err=True)
         elif kind == "reconnecting":
             self._print(f"  Reconnecting in {event['delay']:.1f} s (attempt {event['attempt']}) ...", to_err=True)
         elif kind == "stopped":
             self._print(f"Stopped: {event['reason']}.")
+
+    def _resume_or_lock(self, event: Event) -> bool:
+        """Issue 10 and 11's events (resumed sessions, away browsers, lock); False if none."""
+        kind = event["event"]
+        if kind == "resumed":
+            self._show_resumed(event)
+        elif kind == "resume_refused":
+            self._print(
+                f"! The relay could not resume session {spaced_code(shown(event['code']))} "
+                f"({shown(event['message'])}). Registering a NEW session: browsers must enter the new code.",
+                to_err=True,
+            )
+        elif kind == "peer_away":
+            self._print(
+                f"~ browser {shown(event['peer'])} is away (reconnecting); what you send it is held for it "
+                f"({_peer_list(event['peers'])})"
+            )
+        elif kind == "peer_back":
+            self._print(f"+ browser {shown(event['peer'])} is back ({_peer_list(event['peers'])})")
+        elif kind == "locked":
+            self._print("  Session locked: no new browser can join with the code (/unlock to open it again).")
+        elif kind == "unlocked":
+            self._print("  Session unlocked: browsers can join with the code again.")
+        elif kind == "ended":
+            self._print("  Session ended: the browsers were told at once.")
+        else:
+            return False
+        return True
+
+    def _show_resumed(self, event: Event) -> None:
+        self._print()
+        for line in code_box(event["code"], "Session code (reconnected)", unicode_ok=self._unicode_ok):
+            self._print("  " + line)
+        away = f"; away: {', '.join(shown(peer) for peer in event['away'])}" if event["away"] else ""
+        waiting = f"; waiting: {', '.join(shown(peer) for peer in event['waiting'])}" if event["waiting"] else ""
+        self._print(f"  Reconnected to the same session ({_peer_list(event['peers'])}{away}{waiting}).")
+        self._print()
 
     def _show_code(self, event: Event) -> None:
         title = "NEW session code" if event["new_session"] else "Session code"
@@ -170,5 +212,6 @@ class HumanRenderer:
             self._print("  This is a new session: browsers must enter the new code.")
         self._print("  Enter it on the pairing page. Type a line to send it to every browser,")
         self._print("  or '@peer text' to send to one; /peers lists browsers, /kick PEER removes")
-        self._print("  one (and /admit PEER lets one in with --approve). Ctrl-D or Ctrl-C quits.")
+        self._print("  one (and /admit PEER lets one in with --approve); /lock keeps newcomers out.")
+        self._print("  Ctrl-D or Ctrl-C ends the session and quits.")
         self._print()

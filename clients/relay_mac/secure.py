@@ -9,6 +9,11 @@ A plain browser may still start a handshake later (an upgrade); nothing ever goe
 from encrypted to plain: a plain frame from such a browser is rejected, since anyone
 who runs the relay could have written it. Lines typed for a browser that is not settled
 yet wait (in order) until it is.
+
+A new agreement (the browser's new `commit`, or our `rekey` after we resumed) keeps the
+previous keys for receiving until it completes: frames sealed before it, such as those
+the relay held while one side was away, still open. They are dropped once the new keys
+exist.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class Link:
     state: LinkState = LinkState.UNKNOWN
     handshake: e2e.MacHandshake | None = None
     channel: e2e.Channel | None = None
+    # The keys of the agreement being replaced: only for opening frames sealed before it.
+    previous: e2e.Channel | None = None
     waiting_lines: list[Any] = field(default_factory=list)
     # Sealed frames that overtook the reveal (the relay does not keep order): opened once
     # the keys are there, rejected if they never come.
@@ -146,10 +153,36 @@ class SecureLinks:
         else:
             await self._sealed(link, data)
 
-    async def _sealed(self, link: Link, data: Any) -> None:
-        if link.state == LinkState.HANDSHAKING and len(link.held_sealed) < e2e.REPLAY_WINDOW:
-            link.held_sealed.append(data)
+    async def rekey(self, peer: str) -> None:
+        """Ask an encrypted browser for a new agreement (we resumed: both sides start over).
+        Lines for it wait for the new keys; the old ones still open what was sealed before."""
+        link = self._links.get(peer)
+        if not self.enabled or link is None or link.state in (LinkState.UNKNOWN, LinkState.PLAIN):
             return
+        link.cancel_timer()
+        link.previous = link.channel or link.previous
+        link.handshake, link.channel, link.state = None, None, LinkState.HANDSHAKING
+        link.held_sealed = []
+        link.timer = asyncio.get_running_loop().call_later(self.wait_seconds, self._wait_over, peer)
+        await self._send(peer, e2e.rekey_message())
+
+    def _open_with_previous(self, link: Link, data: Any) -> bool:
+        if link.previous is None:
+            return False
+        try:
+            opened = link.previous.open(data)
+        except e2e.Rejected:
+            return False  # not sealed with the old keys: perhaps with the new ones, once they exist
+        self._sink(events.frame(link.peer, opened, encrypted=True))
+        return True
+
+    async def _sealed(self, link: Link, data: Any) -> None:
+        if link.state == LinkState.HANDSHAKING:
+            if self._open_with_previous(link, data):
+                return
+            if len(link.held_sealed) < e2e.REPLAY_WINDOW:
+                link.held_sealed.append(data)
+                return
         if link.channel is None or link.state != LinkState.ENCRYPTED:
             self._reject(link.peer, e2e.Reason.NO_KEYS)
             if self.enabled and link.state != LinkState.HANDSHAKING:
@@ -179,8 +212,9 @@ class SecureLinks:
             except e2e.Rejected as rejected:
                 self._reject(link.peer, rejected.reason)
                 return
-            # A new commit starts over: whatever keys this browser had are discarded.
+            # A new commit starts over: its keys are replaced once the new agreement completes.
             link.cancel_timer()
+            link.previous = link.channel or link.previous
             link.handshake, link.channel, link.state = handshake, None, LinkState.HANDSHAKING
             link.held_sealed = []
             link.timer = asyncio.get_running_loop().call_later(self.wait_seconds, self._wait_over, link.peer)
@@ -193,6 +227,7 @@ class SecureLinks:
                 return
             link.cancel_timer()
             link.handshake, link.channel, link.state = None, channel, LinkState.ENCRYPTED
+            link.previous = None
             self._sink(events.encryption(link.peer, encrypted=True, sas=e2e.spaced_sas(channel.sas)))
             held, link.held_sealed = link.held_sealed, []
             for sealed in held:
@@ -218,6 +253,7 @@ class SecureLinks:
             # It committed, so it speaks the layer and would reject a plain frame: nothing
             # goes to it in clear. A new commit from it starts over.
             link.handshake = None
+            link.previous = None
             link.state = LinkState.FAILED
             for _ in link.held_sealed:
                 self._reject(peer, e2e.Reason.NO_KEYS)

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from relay import protocol
+from relay_mac import e2e
 from relay_mac.backoff import BackoffPolicy
 from relay_mac.client import ClientSettings, MacClient
 from relay_mac.events import Event
@@ -97,3 +99,28 @@ def run_scenario(settings: ClientSettings, scenario: Scenario, **client_options:
         return recorder
 
     return asyncio.run(main())
+
+
+# ---- playing a page with the e2e layer -------------------------------------------------
+
+CODE = "K7M2QX"  # the scripted relay's first code
+
+
+def sends_to(relay: ScriptedRelay, peer: str) -> list[Any]:
+    return [r.message["data"] for r in relay.messages("send") if r.message.get("to") == peer]
+
+
+async def wait_for_send(relay: ScriptedRelay, peer: str, count: int) -> Any:
+    await in_thread(lambda: relay.wait_until(lambda: len(sends_to(relay, peer)) >= count))
+    return sends_to(relay, peer)[count - 1]
+
+
+async def handshake(relay: ScriptedRelay, recorder: Recorder, peer: str, sent_before: int = 0) -> e2e.Channel:
+    """Play a page with the layer: commit, take the mac's key, reveal."""
+    browser = e2e.BrowserHandshake(CODE, peer)
+    relay.push(protocol.frame(peer, browser.commit_message()))
+    key = await wait_for_send(relay, peer, sent_before + 1)
+    assert key["hs"] == "key"
+    reveal, channel = browser.on_key(key)
+    relay.push(protocol.frame(peer, reveal))
+    return channel

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from playwright.sync_api import Page, expect
+from relay import protocol
+from relay_mac import e2e
+
+from tests.clients.scripted_relay import ScriptedRelay
 
 GOOD_CODE = "K7M2QX"
+PEER = "pbrowser1"  # the scripted relay's peer id for a browser
 HOUR_MS = 3_600_000
 
 
@@ -33,3 +39,24 @@ def send_message(page: Page, text: str) -> None:
     page.locator("#message").fill(text)
     page.locator("#message").press("Enter")
     expect(page.locator("#message")).to_have_value("")
+
+
+# ---- playing the Mac with relay_mac.e2e ---------------------------------------------
+
+
+def browser_sends(relay: ScriptedRelay) -> list[Any]:
+    return [r.message["data"] for r in relay.messages("send")]
+
+
+def wait_for_send(relay: ScriptedRelay, count: int) -> Any:
+    relay.wait_until(lambda: len(browser_sends(relay)) >= count)
+    return browser_sends(relay)[count - 1]
+
+
+def play_mac(relay: ScriptedRelay, sent_before: int = 0) -> e2e.Channel:
+    """Answer the page's commit as relay-mac would; return the mac's side of the link."""
+    commit = wait_for_send(relay, sent_before + 1)
+    assert commit["hs"] == "commit"
+    mac = e2e.MacHandshake(GOOD_CODE, PEER)
+    relay.push(protocol.frame(protocol.MAC_PEER, mac.on_commit(commit)))
+    return mac.on_reveal(wait_for_send(relay, sent_before + 2))

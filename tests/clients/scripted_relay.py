@@ -39,6 +39,18 @@ class RelayScript:
     # Answer a page's e2e commit as `relay-mac --no-e2e` would (decline), so that the page
     # settles on "not encrypted" at once; False: say nothing, like a mac without the layer.
     decline_e2e: bool = True
+    # Issue 11: hand out resume tokens to a register with "resumable": true (and to
+    # browsers' auths then); False plays a relay without resumable sessions.
+    resumable: bool = True
+    # "ok": a resume with the latest token of its holder is `resumed`; "invalid": every
+    # resume is `invalid_token`; "silent": never answer.
+    resume_reply: str = "ok"
+    # What `resumed` lists for a mac-client (objects {"peer", "state"}).
+    resume_peers: list[dict[str, str]] = field(default_factory=list)
+    # Messages sent right after the next `resumed` (the frames the relay held), then cleared.
+    held: list[dict[str, Any]] = field(default_factory=list)
+    # Answer `end` with `ended` (False: say nothing, as a relay that lost the message).
+    answer_end: bool = True
 
 
 class ScriptedRelay:
@@ -53,6 +65,10 @@ class ScriptedRelay:
         self.received: list[Received] = []
         self.close_codes: dict[int, int | None] = {}
         self.port = 0
+        # The latest resume token of each role, and the session code the mac-client holds.
+        self._tokens: dict[str, str] = {}
+        self._token_count = 0
+        self.code = ""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -117,12 +133,27 @@ class ScriptedRelay:
                 self.close_codes[index] = connection.close_code
                 self._changed.notify_all()
 
+    def _new_token(self, role: str) -> str:
+        self._token_count += 1
+        token = f"tok-{role}-{self._token_count}"
+        self._tokens[role] = token
+        return token
+
+    def token(self, role: str) -> str:
+        """The latest token handed to `role` ("mac" or "browser")."""
+        with self._changed:
+            return self._tokens[role]
+
     async def _answer(self, connection: ServerConnection, message: dict[str, Any]) -> None:
         action = message.get("action")
         if action == protocol.Action.REGISTER:
             reply = self.script.register_reply
             if reply == "ok":
-                await connection.send(protocol.encode(protocol.registered(next(self._codes))))
+                self.code = next(self._codes)
+                registered = protocol.registered(self.code)
+                if self.script.resumable and message.get("resumable") is True:
+                    registered["resume_token"] = self._new_token("mac")
+                await connection.send(protocol.encode(registered))
             elif reply == "error":
                 await connection.send(protocol.encode(protocol.error(protocol.ErrorCode.INTERNAL_ERROR)))
             elif reply == "malformed":
@@ -130,7 +161,10 @@ class ScriptedRelay:
         elif action == protocol.Action.AUTH:
             code = protocol.normalise_code(str(message.get("code", "")))
             if code in self.script.accept_codes:
-                await connection.send(protocol.encode(protocol.authenticated(code, "pbrowser1")))
+                authenticated = protocol.authenticated(code, "pbrowser1")
+                if self.script.resumable:
+                    authenticated["resume_token"] = self._new_token("browser")
+                await connection.send(protocol.encode(authenticated))
             else:
                 await connection.send(protocol.encode(protocol.error(protocol.ErrorCode.INVALID_CODE)))
         elif action == protocol.Action.ADMIT:
@@ -139,9 +173,41 @@ class ScriptedRelay:
             await connection.send(protocol.encode(protocol.peer_left(str(message.get("peer")))))
         elif action == protocol.Action.PING:
             await connection.send(protocol.encode(protocol.pong()))
+        elif action == protocol.Action.RESUME:
+            await self._resume(connection, message.get("token"))
+        elif action == protocol.Action.LOCK:
+            await connection.send(protocol.encode({"type": protocol.MessageType.LOCKED.value}))
+        elif action == protocol.Action.UNLOCK:
+            await connection.send(protocol.encode({"type": protocol.MessageType.UNLOCKED.value}))
+        elif action == protocol.Action.END and self.script.answer_end:
+            await connection.send(protocol.encode({"type": protocol.MessageType.ENDED.value}))
+        elif action == protocol.Action.LEAVE:
+            await connection.send(protocol.encode({"type": protocol.MessageType.LEFT.value}))
         elif action == protocol.Action.SEND and self.script.decline_e2e and _is_e2e_commit(message.get("data")):
             decline = {"e2e": 1, "hs": "decline"}
             await connection.send(protocol.encode(protocol.frame(protocol.MAC_PEER, decline)))
+
+    async def _resume(self, connection: ServerConnection, token: Any) -> None:
+        reply = self.script.resume_reply
+        if reply == "silent":
+            return
+        role = next((r for r, t in self._tokens.items() if t == token), None)
+        if reply != "ok" or role is None:
+            await connection.send(protocol.encode(protocol.error(protocol.ErrorCode.INVALID_TOKEN)))
+            return
+        resumed: dict[str, Any] = {
+            "type": protocol.MessageType.RESUMED.value,
+            "role": role,
+            "code": self.code or next(iter(self.script.accept_codes)),
+            "peers": list(self.script.resume_peers) if role == "mac" else [],
+            "resume_token": self._new_token(role),
+        }
+        if role == "browser":
+            resumed["peer"] = "pbrowser1"
+        await connection.send(protocol.encode(resumed))
+        held, self.script.held = self.script.held, []
+        for message in held:
+            await connection.send(protocol.encode(message))
 
     # -- what tests do ---------------------------------------------------------
 

@@ -17,7 +17,7 @@ from relay import protocol
 
 from tests.clients.page_driver import GOOD_CODE, open_page, open_page_on_a_paused_clock, pair, send_message
 from tests.clients.page_source import page_protocol, ui_message
-from tests.clients.scripted_relay import ScriptedRelay
+from tests.clients.scripted_relay import RelayScript, ScriptedRelay
 from tests.support.browser import BROWSER_DIR
 from tests.support.processes import free_port
 
@@ -171,13 +171,17 @@ def test_a_wrong_code_can_be_corrected_on_the_same_connection(
     assert {a.connection for a in auths} == {0}
 
 
-def test_a_dropped_connection_shows_lost_connection(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:
-    open_page(browser_page, static_site, relay.url)
-    pair(browser_page)
-    relay.drop()
-    expect(browser_page.locator("#alert")).to_have_text(ui_message("connectionLost"))
-    expect(browser_page.locator("#status")).to_have_attribute("data-state", "lost")
-    expect(browser_page.locator("#message")).to_be_disabled()
+def test_a_dropped_connection_shows_lost_connection_when_the_session_is_not_resumable(
+    browser_page: Page, static_site: str
+) -> None:
+    with ScriptedRelay(RelayScript(resumable=False)) as relay:
+        open_page(browser_page, static_site, relay.url)
+        pair(browser_page)
+        relay.drop()
+        expect(browser_page.locator("#alert")).to_have_text(ui_message("connectionLost"))
+        expect(browser_page.locator("#status")).to_have_attribute("data-state", "lost")
+        expect(browser_page.locator("#message")).to_be_disabled()
+        assert relay.messages("resume") == []
 
 
 def test_frames_are_shown_as_text_never_as_markup(browser_page: Page, static_site: str, relay: ScriptedRelay) -> None:

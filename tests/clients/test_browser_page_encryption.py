@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 from relay import protocol
 from relay_mac import e2e
 
-from tests.clients.page_driver import GOOD_CODE, open_page, open_page_on_a_paused_clock, pair, send_message
+from tests.clients.page_driver import (
+    browser_sends,
+    open_page,
+    open_page_on_a_paused_clock,
+    pair,
+    play_mac,
+    send_message,
+    wait_for_send,
+)
 from tests.clients.page_source import ui_message
 from tests.clients.scripted_relay import RelayScript, ScriptedRelay
 
 pytestmark = pytest.mark.browser
-
-PEER = "pbrowser1"  # the scripted relay's peer id for a browser
 
 
 @pytest.fixture
@@ -24,24 +29,6 @@ def silent_mac() -> Iterator[ScriptedRelay]:
     """A relay whose mac says nothing to a commit: a mac without the layer, or a slow one."""
     with ScriptedRelay(RelayScript(decline_e2e=False)) as server:
         yield server
-
-
-def browser_sends(relay: ScriptedRelay) -> list[Any]:
-    return [r.message["data"] for r in relay.messages("send")]
-
-
-def wait_for_send(relay: ScriptedRelay, count: int) -> Any:
-    relay.wait_until(lambda: len(browser_sends(relay)) >= count)
-    return browser_sends(relay)[count - 1]
-
-
-def play_mac(relay: ScriptedRelay, sent_before: int = 0) -> e2e.Channel:
-    """Answer the page's commit as relay-mac would; return the mac's side of the link."""
-    commit = wait_for_send(relay, sent_before + 1)
-    assert commit["hs"] == "commit"
-    mac = e2e.MacHandshake(GOOD_CODE, PEER)
-    relay.push(protocol.frame(protocol.MAC_PEER, mac.on_commit(commit)))
-    return mac.on_reveal(wait_for_send(relay, sent_before + 2))
 
 
 def test_the_page_pairs_encrypted_and_shows_the_string_under_paired(

@@ -117,13 +117,38 @@ def test_json_mode_end_to_end_against_a_relay(relay: ScriptedRelay) -> None:
     relay.wait_until(lambda: 0 in relay.close_codes)
     assert relay.close_codes[0] == 1000
     events = [json.loads(line) for line in mac.lines]
-    assert events[-1] == {"event": "stopped", "reason": "terminated"}
+    # ... and ends it first (`end`), so no browser waits out a grace period.
+    assert [r.message for r in relay.messages("end")] == [{"action": "end"}]
+    assert events[-2:] == [{"event": "ended"}, {"event": "stopped", "reason": "terminated"}]
     assert "pong" not in {e["event"] for e in events}
     assert mac.stderr_lines == []
 
 
-def test_human_mode_shows_the_code_big_and_a_new_code_after_a_reconnect(relay: ScriptedRelay) -> None:
+def test_human_mode_keeps_the_same_code_marked_reconnected_after_a_drop(relay: ScriptedRelay) -> None:
     args = [console_script("relay-mac"), "--url", relay.url, "--backoff-initial", "0.01"]
+    with RunningProcess(args, env={"PYTHONIOENCODING": "utf-8"}) as mac:
+        mac.wait_for_line(lambda line: "K 7 M   2 Q X" in line, "the spaced code")
+        relay.drop()
+        mac.wait_for_line(lambda line: "Session code (reconnected)" in line, "the reconnected title")
+        mac.wait_for_line(lambda line: "K 7 M   2 Q X" in line, "the same code")
+        mac.wait_for_line(lambda line: "Reconnected to the same session" in line, "the reconnected line")
+        assert mac.terminate() == 0
+    assert not any("NEW session" in line for line in mac.lines)
+    assert any("Resuming the same session" in line for line in mac.stderr_lines)
+    assert not any("no longer works" in line for line in mac.stderr_lines)
+
+
+def test_no_resume_and_lock_after_first_options() -> None:
+    defaults = settings_from_args(build_parser().parse_args([]))
+    assert defaults.resumable is True
+    assert defaults.lock_after_first is False
+    chosen = settings_from_args(build_parser().parse_args(["--no-resume", "--lock-after-first"]))
+    assert chosen.resumable is False
+    assert chosen.lock_after_first is True
+
+
+def test_human_mode_shows_the_code_big_and_a_new_code_after_a_reconnect(relay: ScriptedRelay) -> None:
+    args = [console_script("relay-mac"), "--url", relay.url, "--backoff-initial", "0.01", "--no-resume"]
     with RunningProcess(args, env={"PYTHONIOENCODING": "utf-8"}) as mac:
         mac.wait_for_line(lambda line: "K 7 M   2 Q X" in line, "the spaced code")
         relay.push(protocol.peer_joined("p1111111"))
@@ -171,6 +196,7 @@ def test_ctrl_d_at_a_terminal_quits(relay: ScriptedRelay) -> None:
         assert json.loads(process.stdout.readline())["event"] == "connecting"
         assert json.loads(process.stdout.readline())["event"] == "registered"
         os.write(controller, b"\x04")  # Ctrl-D: end of input at a terminal
+        assert json.loads(process.stdout.readline()) == {"event": "ended"}  # no browser waits out a grace period
         assert json.loads(process.stdout.readline()) == {"event": "stopped", "reason": "end of input"}
         assert process.wait(timeout=30) == 0
     finally:

@@ -30,8 +30,10 @@ def test_registers_with_its_client_id_and_reports_the_code(relay: ScriptedRelay)
         assert client.code == "K7M2QX"
 
     recorder = run_scenario(settings_for(relay), scenario)
-    assert [r.message for r in relay.messages("register")] == [{"action": "register", "client_id": "mac-test"}]
-    assert recorder.kinds() == ["connecting", "registered", "stopped"]
+    assert [r.message for r in relay.messages("register")] == [
+        {"action": "register", "client_id": "mac-test", "resumable": True}
+    ]
+    assert recorder.kinds() == ["connecting", "registered", "ended", "stopped"]
 
 
 def test_stopping_closes_the_connection_with_a_normal_close_frame(relay: ScriptedRelay) -> None:
@@ -55,7 +57,7 @@ def test_keepalive_sends_pings_and_handles_pongs_silently(relay: ScriptedRelay) 
     recorder = run_scenario(settings_for(relay, keepalive_seconds=0.02), scenario)
     assert all(r.message == {"action": "ping"} for r in relay.messages("ping"))
     # The person sees nothing of the keepalive.
-    assert recorder.kinds() == ["connecting", "registered", "stopped"]
+    assert recorder.kinds() == ["connecting", "registered", "ended", "stopped"]
 
 
 def test_no_keepalive_before_the_interval_has_passed(relay: ScriptedRelay) -> None:
@@ -162,7 +164,7 @@ def test_lines_that_cannot_be_sent_are_explained_not_sent(relay: ScriptedRelay) 
     assert recorder.of("disconnected") == []
 
 
-def test_a_dropped_connection_reconnects_with_a_new_session_code(relay: ScriptedRelay) -> None:
+def test_without_resume_a_dropped_connection_reconnects_with_a_new_session_code(relay: ScriptedRelay) -> None:
     async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
         await recorder.wait_for("registered")
         relay.push(protocol.peer_joined("p1111111"))
@@ -174,7 +176,7 @@ def test_a_dropped_connection_reconnects_with_a_new_session_code(relay: Scripted
         # Browsers of the old session are not in the new one.
         assert client.peers == []
 
-    recorder = run_scenario(settings_for(relay), scenario)
+    recorder = run_scenario(settings_for(relay, resumable=False), scenario)
     kinds = recorder.kinds()
     assert kinds[: kinds.index("registered", 2) + 1] == [
         "connecting",
@@ -216,10 +218,13 @@ def test_backoff_resets_after_a_successful_reconnect(relay: ScriptedRelay) -> No
 
     async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
         for session in (1, 2, 3):
-            await recorder.wait_for("registered", count=session)
+            if session == 1:
+                await recorder.wait_for("registered")
+            else:
+                await recorder.wait_for("resumed", count=session - 1)
             await asyncio.to_thread(relay.wait_until, connections_reach(session))
             relay.drop()
-        await recorder.wait_for("registered", count=4)
+        await recorder.wait_for("resumed", count=3)
 
     recorder = run_scenario(settings_for(relay, backoff=policy), scenario)
     assert [e["delay"] for e in recorder.of("reconnecting")] == [0.01, 0.01, 0.01]
@@ -357,7 +362,7 @@ def test_events_are_json_serialisable(relay: ScriptedRelay) -> None:
         relay.push(protocol.frame("p1111111", {"nested": [1, None, True]}))
         await recorder.wait_for("frame")
         relay.drop()
-        await recorder.wait_for("registered", count=2)
+        await recorder.wait_for("resumed")
 
     recorder = run_scenario(settings_for(relay), scenario)
     for event in recorder.events:
@@ -385,6 +390,7 @@ def test_approval_mode_lists_waiting_browsers_and_admits_or_kicks_them(relay: Sc
         "action": "register",
         "client_id": "mac-test",
         "approve": True,
+        "resumable": True,
     }
     assert recorder.of("join_request")[0] == {
         "event": "join_request",
@@ -400,6 +406,7 @@ def test_approval_mode_lists_waiting_browsers_and_admits_or_kicks_them(relay: Sc
             "event": "peers",
             "peers": ["p1111111"],
             "waiting": ["p2222222"],
+            "away": [],
             "encryption": {"p1111111": {"encrypted": None, "sas": None}},  # no handshake yet
         }
     ]
@@ -420,12 +427,12 @@ def test_bad_commands_are_explained_and_nothing_is_sent(relay: ScriptedRelay) ->
 
     recorder = run_scenario(settings_for(relay, e2e=False), scenario)
     assert [e["message"] for e in recorder.of("error")] == [
-        "Unknown command /frobnicate. Commands: /admit PEER, /kick PEER, /peers; "
+        "Unknown command /frobnicate. Commands: /admit PEER, /kick PEER, /peers, /lock, /unlock; "
         "start a line with // to send a literal /.",
         "/kick needs one peer id, e.g. /kick p1a2b3c4d.",
         "/peers takes no arguments.",
     ]
-    assert [r.message for r in relay.received if r.message["action"] not in ("register", "ping")] == [
+    assert [r.message for r in relay.received if r.message["action"] not in ("register", "ping", "end")] == [
         {"action": "send", "data": "/slash is literal"}
     ]
 

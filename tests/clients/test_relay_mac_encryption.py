@@ -10,36 +10,22 @@ from relay import protocol
 from relay_mac import e2e
 from relay_mac.client import MacClient
 
-from tests.clients.client_harness import Lines, Recorder, in_thread, run_scenario, settings_for
+from tests.clients.client_harness import (
+    CODE,
+    Lines,
+    Recorder,
+    handshake,
+    run_scenario,
+    settings_for,
+    wait_for_send,
+)
 from tests.clients.scripted_relay import ScriptedRelay
-
-CODE = "K7M2QX"  # the scripted relay's first code
 
 
 @pytest.fixture
 def relay() -> Any:
     with ScriptedRelay() as server:
         yield server
-
-
-def sends_to(relay: ScriptedRelay, peer: str) -> list[Any]:
-    return [r.message["data"] for r in relay.messages("send") if r.message.get("to") == peer]
-
-
-async def wait_for_send(relay: ScriptedRelay, peer: str, count: int) -> Any:
-    await in_thread(lambda: relay.wait_until(lambda: len(sends_to(relay, peer)) >= count))
-    return sends_to(relay, peer)[count - 1]
-
-
-async def handshake(relay: ScriptedRelay, recorder: Recorder, peer: str, sent_before: int = 0) -> e2e.Channel:
-    """Play a page with the layer: commit, take the mac's key, reveal."""
-    browser = e2e.BrowserHandshake(CODE, peer)
-    relay.push(protocol.frame(peer, browser.commit_message()))
-    key = await wait_for_send(relay, peer, sent_before + 1)
-    assert key["hs"] == "key"
-    reveal, channel = browser.on_key(key)
-    relay.push(protocol.frame(peer, reveal))
-    return channel
 
 
 def test_a_browser_with_the_layer_gets_its_own_keys_and_the_same_string(relay: ScriptedRelay) -> None:
@@ -230,7 +216,7 @@ def test_a_handshake_that_stalls_sends_nothing_in_clear(relay: ScriptedRelay) ->
     assert recorder.of("frame") == []
 
 
-def test_a_reconnect_discards_every_key_agreement(relay: ScriptedRelay) -> None:
+def test_a_reconnect_to_a_new_session_discards_every_key_agreement(relay: ScriptedRelay) -> None:
     async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
         await recorder.wait_for("registered")
         relay.push(protocol.peer_joined("p1111111"))
@@ -244,7 +230,7 @@ def test_a_reconnect_discards_every_key_agreement(relay: ScriptedRelay) -> None:
         await recorder.wait_for("rejected")
         await asyncio.sleep(0)
 
-    recorder = run_scenario(settings_for(relay), scenario)
+    recorder = run_scenario(settings_for(relay, resumable=False), scenario)
     assert recorder.of("rejected")[0]["reason"] == "no_keys"
 
 

@@ -61,6 +61,11 @@ class Action(StrEnum):
     # Admission control by the mac-client.
     KICK = "kick"
     ADMIT = "admit"
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    RESUME = "resume"
+    END = "end"
+    LEAVE = "leave"
 
 
 class ErrorCode(StrEnum):
@@ -78,6 +83,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_ADMITTED = "not_admitted"
     NOT_MAC = "not_mac"
+    BANNED = "banned"
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 (an error code, not a secret)
+    PEER_AWAY = "peer_away"
 
 
 ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
@@ -95,6 +103,9 @@ ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.RATE_LIMITED: "Too many failed attempts from your network; wait a few minutes.",
     ErrorCode.NOT_ADMITTED: "The session's owner has not admitted you yet.",
     ErrorCode.NOT_MAC: "Only the session's mac-client may do that.",
+    ErrorCode.BANNED: "The session's owner removed this address from the session.",
+    ErrorCode.INVALID_TOKEN: "That resume token is unknown, used or expired.",
+    ErrorCode.PEER_AWAY: "The other end is away and no more frames can be held for it.",
 }
 
 
@@ -110,6 +121,13 @@ class MessageType(StrEnum):
     JOIN_REQUEST = "join_request"
     KICKED = "kicked"
     ERROR = "error"
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
+    RESUMED = "resumed"
+    PEER_AWAY = "peer_away"
+    PEER_BACK = "peer_back"
+    ENDED = "ended"
+    LEFT = "left"
 
 
 Message = dict[str, Any]
