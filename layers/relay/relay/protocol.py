@@ -61,6 +61,9 @@ class Action(StrEnum):
     # Admission control by the mac-client.
     KICK = "kick"
     ADMIT = "admit"
+    # The mac-client stops (and resumes) new browsers joining with the code.
+    LOCK = "lock"
+    UNLOCK = "unlock"
 
 
 class ErrorCode(StrEnum):
@@ -78,11 +81,12 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_ADMITTED = "not_admitted"
     NOT_MAC = "not_mac"
+    BANNED = "banned"
 
 
 ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.BAD_REQUEST: "The message is not valid for this action.",
-    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send, ping, kick or admit.",
+    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send, ping, kick, admit, lock or unlock.",
     ErrorCode.INVALID_CODE: "That code does not match an open session.",
     ErrorCode.ALREADY_BOUND: "This connection is already part of a session.",
     ErrorCode.NOT_BOUND: "Register or authenticate before sending.",
@@ -92,9 +96,10 @@ ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.PAYLOAD_TOO_LARGE: "The frame is too large to deliver.",
     ErrorCode.PEER_GONE: "The other end has disconnected.",
     ErrorCode.INTERNAL_ERROR: "The relay could not complete the request; try again.",
-    ErrorCode.RATE_LIMITED: "Too many failed attempts from your network; wait a few minutes.",
+    ErrorCode.RATE_LIMITED: "Too many attempts from your network; wait a few minutes.",
     ErrorCode.NOT_ADMITTED: "The session's owner has not admitted you yet.",
     ErrorCode.NOT_MAC: "Only the session's mac-client may do that.",
+    ErrorCode.BANNED: "The session's owner has removed you; you cannot join this session again.",
 }
 
 
@@ -110,6 +115,8 @@ class MessageType(StrEnum):
     JOIN_REQUEST = "join_request"
     KICKED = "kicked"
     ERROR = "error"
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
 
 
 Message = dict[str, Any]
@@ -162,6 +169,14 @@ def join_request(peer: str, ip: str | None, user_agent: str | None) -> Message:
 
 def kicked() -> Message:
     return {"type": MessageType.KICKED.value}
+
+
+def locked() -> Message:
+    return {"type": MessageType.LOCKED.value}
+
+
+def unlocked() -> Message:
+    return {"type": MessageType.UNLOCKED.value}
 
 
 def error(code: ErrorCode, message: str | None = None) -> Message:
@@ -230,7 +245,19 @@ class AdmitRequest:
     peer: str
 
 
-ClientRequest = RegisterRequest | AuthRequest | SendRequest | PingRequest | KickRequest | AdmitRequest
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockRequest:
+    pass
+
+
+ClientRequest = (
+    RegisterRequest | AuthRequest | SendRequest | PingRequest | KickRequest | AdmitRequest | LockRequest | UnlockRequest
+)
 
 
 # Python's json module accepts more than RFC 8259: NaN, Infinity and -Infinity, numbers
@@ -312,4 +339,8 @@ def parse_client_message(body: str | None) -> ClientRequest:
         if not isinstance(peer, str) or not peer:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{action} needs `peer`, a peer id string.")
         return KickRequest(peer) if action == Action.KICK else AdmitRequest(peer)
+    if action == Action.LOCK:
+        return LockRequest()
+    if action == Action.UNLOCK:
+        return UnlockRequest()
     raise ProtocolError(ErrorCode.UNKNOWN_ACTION)
