@@ -204,6 +204,7 @@ class MemoryStore:
         connection_id: str,
         client_id: str,
         approve: bool = False,
+        *,
         address: str | None = None,
         request_token: str | None = None,
     ) -> str:
@@ -266,6 +267,7 @@ class MemoryStore:
         session: Session,
         peer: str,
         admitted: bool = True,
+        *,
         claim: AttemptClaim | None = None,
         request_token: str | None = None,
     ) -> None:

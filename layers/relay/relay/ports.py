@@ -64,6 +64,7 @@ class SessionStore(Protocol):
         connection_id: str,
         client_id: str,
         approve: bool = False,
+        *,
         address: str | None = None,
         request_token: str | None = None,
     ) -> str:
@@ -94,6 +95,7 @@ class SessionStore(Protocol):
         session: Session,
         peer: str,
         admitted: bool = True,
+        *,
         claim: AttemptClaim | None = None,
         request_token: str | None = None,
     ) -> None:

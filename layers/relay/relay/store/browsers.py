@@ -27,8 +27,8 @@ from relay.store.table import (
     Item,
     ban_key,
     connection_key,
-    ip_window_key,
     flag,
+    ip_window_key,
     peer_key,
     session_key,
     session_partition,
@@ -56,6 +56,7 @@ class BrowserRecords(ConnectionRecords):
         session: Session,
         peer: str,
         admitted: bool = True,
+        *,
         claim: AttemptClaim | None = None,
         request_token: str | None = None,
     ) -> None:

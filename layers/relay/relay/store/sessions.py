@@ -54,6 +54,7 @@ class SessionRecords(BrowserRecords, CounterShards):
         connection_id: str,
         client_id: str,
         approve: bool = False,
+        *,
         address: str | None = None,
         request_token: str | None = None,
     ) -> str:
