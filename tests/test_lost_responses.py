@@ -18,7 +18,6 @@ write.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -50,7 +49,7 @@ def lost(
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
     injector = LostResponses(lambda: gateway.current_function)
     injector.install(boto3.DEFAULT_SESSION.events)
-    yield injector
+    return injector
 
 
 def auth(gateway: Gateway, connection_id: str, code: str, source_ip: str | None = None) -> list[Message]:
