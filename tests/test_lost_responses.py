@@ -43,9 +43,7 @@ def idempotency(gateway: Gateway) -> IdempotentTransactions:
 
 
 @pytest.fixture
-def lost(
-    gateway: Gateway, idempotency: IdempotentTransactions, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LostResponses]:
+def lost(gateway: Gateway, idempotency: IdempotentTransactions, monkeypatch: pytest.MonkeyPatch) -> LostResponses:
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
     injector = LostResponses(lambda: gateway.current_function)
     injector.install(boto3.DEFAULT_SESSION.events)
