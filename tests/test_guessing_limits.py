@@ -84,7 +84,7 @@ class NestedAuths:
 
 
 def errors(replies: list[Message]) -> list[str]:
-    return [m.get("error", m["type"]) for m in replies]
+    return [str(m.get("error", m["type"])) for m in replies]
 
 
 # ---- finding 2: pipelined guesses on one connection ----------------------------------------

@@ -456,7 +456,7 @@ def test_a_locked_code_answers_exactly_as_an_unknown_one_and_counts(world: World
 
 
 def test_only_the_mac_client_locks(world: World) -> None:
-    mac, code = world.register()
+    _, code = world.register()
     browser, _ = world.join(code)
 
     world.relay.lock(browser, LockRequest())
