@@ -20,6 +20,7 @@ import pytest
 from relay import protocol
 from relay.addresses import UNKNOWN_ADDRESS, limit_key
 from relay.protocol import ErrorCode, MessageType
+from relay.settings import Settings
 
 from tests.support.harness import Gateway
 
@@ -236,3 +237,9 @@ def test_nested_registrations_from_one_address_never_exceed_the_limit(
 
     assert sorted(errors(replies)) == ["rate_limited"] * 3 + ["registered"] * 3
     assert gateway.debug_sessions()["body"] == "Active sessions: 3"
+
+
+def test_settings_read_the_registration_limit() -> None:
+    environment = {"TABLE_NAME": "t", "REGISTRATIONS_PER_IP": "7"}
+    assert Settings.from_environment(environment).registrations_per_ip == 7
+    assert Settings.from_environment({"TABLE_NAME": "t"}).registrations_per_ip == protocol.DEFAULT_REGISTRATIONS_PER_IP
