@@ -16,6 +16,9 @@ def error(code: ErrorCode) -> dict[str, Any]:
     return protocol.error(code)
 
 
+KICKED_ADDRESS = "198.51.100.7"
+
+
 def register_with_approval(gw: Gateway) -> tuple[str, str]:
     mac = gw.connect()
     (reply,) = gw.message(mac, {"action": "register", "client_id": "careful-mac", "approve": True})
@@ -84,19 +87,24 @@ def test_approve_must_be_a_boolean(gateway: Gateway) -> None:
 def test_kick_removes_a_browser_and_frees_its_seat(gateway: Gateway, approval: bool) -> None:
     if approval:
         mac, code = register_with_approval(gateway)
-        browser, peer = ask_to_join(gateway, mac, code)
+        browser, peer = ask_to_join(gateway, mac, code, source_ip=KICKED_ADDRESS)
     else:
         mac, code = gateway.register()
-        browser, peer = gateway.join(code)
+        browser = gateway.connect()
+        (joined,) = gateway.message(browser, {"action": "auth", "code": code}, source_ip=KICKED_ADDRESS)
+        peer = joined["peer"]
     assert gateway.message(mac, {"action": "kick", "peer": peer}) == [protocol.peer_left(peer)]
     assert gateway.last(browser) == protocol.kicked()
-    # Unbound: it can neither send nor be reached, and may authenticate again.
+    # Unbound: it can neither send nor be reached, and its address may not join again.
     assert gateway.message(browser, {"action": "send", "data": 1}) == [error(ErrorCode.NOT_BOUND)]
     heard = len(gateway.sent[browser])
     gateway.message(mac, {"action": "send", "data": "after the kick"})
     assert len(gateway.sent[browser]) == heard
-    rejoined = gateway.message(browser, {"action": "auth", "code": code})
-    assert rejoined[0]["type"] == ("pending" if approval else "authenticated")
+    assert gateway.message(browser, {"action": "auth", "code": code}, source_ip=KICKED_ADDRESS) == [
+        error(ErrorCode.BANNED)
+    ]
+    elsewhere = gateway.message(browser, {"action": "auth", "code": code}, source_ip="192.0.2.77")
+    assert elsewhere[0]["type"] == ("pending" if approval else "authenticated")
 
 
 def test_a_kicked_seat_can_be_taken_by_someone_else(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,9 +112,15 @@ def test_a_kicked_seat_can_be_taken_by_someone_else(gateway: Gateway, monkeypatc
     mac, code = gateway.register()
     _, peer = gateway.join(code)
     newcomer = gateway.connect()
-    assert gateway.message(newcomer, {"action": "auth", "code": code}) == [error(ErrorCode.SESSION_FULL)]
+    other_address = "192.0.2.77"  # the kicked browser's address is banned from the session
+    assert gateway.message(newcomer, {"action": "auth", "code": code}, source_ip=other_address) == [
+        error(ErrorCode.SESSION_FULL)
+    ]
     gateway.message(mac, {"action": "kick", "peer": peer})
-    assert gateway.message(newcomer, {"action": "auth", "code": code})[0]["type"] == "authenticated"
+    assert (
+        gateway.message(newcomer, {"action": "auth", "code": code}, source_ip=other_address)[0]["type"]
+        == "authenticated"
+    )
 
 
 def test_only_the_mac_client_may_kick_or_admit(gateway: Gateway) -> None:

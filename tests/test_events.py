@@ -47,6 +47,8 @@ WEBSOCKET_MODELS: dict[str, type[BaseModel]] = {
     "send": APIGatewayWebSocketMessageEventModel,
     "kick": APIGatewayWebSocketMessageEventModel,
     "admit": APIGatewayWebSocketMessageEventModel,
+    "lock": APIGatewayWebSocketMessageEventModel,
+    "unlock": APIGatewayWebSocketMessageEventModel,
     "default": APIGatewayWebSocketMessageEventModel,
     "disconnect": APIGatewayWebSocketDisconnectEventModel,
 }

@@ -130,6 +130,10 @@ def exercise_every_path(gw: Gateway) -> None:
     gw.message(mac4, {"action": "admit", "peer": late_peer})
     gw.message(mac4, {"action": "kick", "peer": late_peer})
     gw.message(gw.connect(), {"action": "admit", "peer": late_peer})  # not_bound
+    gw.message(mac4, {"action": "lock"})
+    gw.message(gw.connect(), {"action": "auth", "code": registered["code"]})  # locked: invalid_code
+    gw.message(mac4, {"action": "unlock"})
+    gw.message(gw.connect(), {"action": "lock"})  # not_bound
 
     # The mac-client closes right after admitting a browser that has gone too.
     mac6 = gw.connect()

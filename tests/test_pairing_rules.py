@@ -20,9 +20,11 @@ from relay.protocol import (
     AuthRequest,
     ErrorCode,
     KickRequest,
+    LockRequest,
     PingRequest,
     RegisterRequest,
     SendRequest,
+    UnlockRequest,
 )
 from relay.settings import Settings
 
@@ -389,3 +391,97 @@ def test_an_expired_session_closes_its_browsers_and_its_mac_client_once(world: W
     assert world.sent(browser).count(protocol.session_closed()) == 1
     assert world.connections.closed == [mac]
     assert world.store.session_count() == 0
+
+
+# ---- claim, then look; lock; kick bans (issue 10) ------------------------------------------
+
+
+def test_a_refused_claim_looks_nothing_up_and_a_right_code_never_joins(world: World) -> None:
+    mac, code = world.register()
+    guesser = world.connect()
+    for _ in range(SETTINGS.max_auth_attempts - 1):
+        world.auth(other_code(code), guesser)
+    assert world.last(guesser) == error(ErrorCode.INVALID_CODE)
+    world.auth(other_code(code), guesser)
+    assert world.last(guesser) == error(ErrorCode.TOO_MANY_ATTEMPTS)
+
+    world.auth(code, guesser)
+
+    assert world.last(guesser) == error(ErrorCode.TOO_MANY_ATTEMPTS)
+    assert [m["type"] for m in world.sent(mac)] == ["registered"]
+
+
+def test_the_address_limit_refuses_before_looking(world: World) -> None:
+    mac, code = world.register()
+    for _ in range(SETTINGS.auth_failures_per_ip):
+        world.auth(other_code(code))
+
+    _, reply = world.auth(code)
+
+    assert reply == error(ErrorCode.RATE_LIMITED)
+    assert [m["type"] for m in world.sent(mac)] == ["registered"]
+
+
+def test_claim_attempt_and_attempt_failed_are_what_a_resume_path_calls(world: World) -> None:
+    connection = world.connect()
+    for _ in range(SETTINGS.max_auth_attempts - 1):
+        assert world.relay.claim_attempt(connection, IP) is True
+        world.relay.attempt_failed(connection, IP, ErrorCode.BAD_REQUEST)
+        assert world.last(connection) == error(ErrorCode.BAD_REQUEST)
+    assert world.relay.claim_attempt(connection, IP) is True
+    world.relay.attempt_failed(connection, IP)
+    assert world.last(connection) == error(ErrorCode.TOO_MANY_ATTEMPTS)
+    assert connection in world.connections.closed
+
+    assert world.relay.claim_attempt(connection, IP) is False
+    assert world.last(connection) == error(ErrorCode.TOO_MANY_ATTEMPTS)
+
+
+def test_a_locked_code_answers_exactly_as_an_unknown_one_and_counts(world: World) -> None:
+    mac, code = world.register()
+    browser, peer = world.join(code)
+    world.relay.lock(mac, LockRequest())
+    assert world.last(mac) == protocol.locked()
+
+    _, locked_reply = world.auth(code)
+    _, unknown_reply = world.auth(other_code(code))
+
+    assert locked_reply == unknown_reply == error(ErrorCode.INVALID_CODE)
+    assert world.store.attempts_from(IP) == 2
+    world.relay.send(browser, SendRequest("still in"))
+    assert world.last(mac) == protocol.frame(peer, "still in")
+    world.relay.unlock(mac, UnlockRequest())
+    assert world.last(mac) == protocol.unlocked()
+    world.join(code)
+
+
+def test_only_the_mac_client_locks(world: World) -> None:
+    _, code = world.register()
+    browser, _ = world.join(code)
+
+    world.relay.lock(browser, LockRequest())
+    world.relay.unlock(browser, UnlockRequest())
+    stranger = world.connect()
+    world.relay.lock(stranger, LockRequest())
+
+    assert world.sent(browser)[-2:] == [error(ErrorCode.NOT_MAC)] * 2
+    assert world.last(stranger) == error(ErrorCode.NOT_BOUND)
+    world.join(code)  # still open
+
+
+def test_a_kicked_address_is_banned_from_that_session_only(world: World) -> None:
+    mac, code = world.register(approve=True)
+    browser, reply = world.auth(code)
+    assert reply == protocol.pending()
+    peer = world.last(mac)["peer"]
+
+    world.relay.kick(mac, KickRequest(peer))
+
+    for _ in range(SETTINGS.max_auth_attempts - 1):  # each costs an attempt
+        _, again = world.auth(code, browser)
+        assert again == error(ErrorCode.BANNED)
+    _, elsewhere = world.auth(code, ip="198.51.100.250")
+    assert elsewhere == protocol.pending()
+    _, other_session = world.register()
+    world.auth(other_session, browser)
+    assert world.last(browser)["type"] == "authenticated"

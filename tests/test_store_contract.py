@@ -24,7 +24,10 @@ from relay.model import (
     ExpiredSession,
     InvalidCode,
     MacConnection,
+    RateLimited,
+    Session,
     SessionFull,
+    TooManyAttempts,
     UnboundConnection,
 )
 from relay.ports import SessionStore
@@ -44,6 +47,9 @@ SETTINGS = Settings(
     max_code_attempts=3,
     session_ttl_seconds=TTL,
     auth_failure_window_seconds=WINDOW,
+    max_auth_attempts=3,
+    auth_failures_per_ip=4,
+    registrations_per_ip=2,
 )
 IP = "203.0.113.9"
 
@@ -263,7 +269,7 @@ def test_joining_a_session_past_its_ttl_is_an_invalid_code(subject: Subject) -> 
 def test_joining_clears_the_connections_failed_auths(subject: Subject) -> None:
     store = subject.store
     code = store.register_mac_client("mac", "c")
-    store.record_failed_auth("b1", IP)
+    store.claim_attempt("b1", IP)
 
     join(store, code, "b1", "p1")
     store.remove_session(code, "mac")
@@ -322,25 +328,133 @@ def test_removing_a_browser_of_an_ended_session_is_false(subject: Subject) -> No
 # ---- connections and limits ------------------------------------------------------------
 
 
-def test_failed_auths_count_per_connection_and_per_address(subject: Subject) -> None:
+def test_claims_count_per_connection_and_per_address(subject: Subject) -> None:
     store = subject.store
 
-    assert [store.record_failed_auth("c1", IP) for _ in range(3)] == [1, 2, 3]
-    assert store.record_failed_auth("c2", IP) == 1
+    claims = [store.claim_attempt("c1", IP) for _ in range(3)]
+    store.claim_attempt("c2", IP)
+
+    assert {claim.address for claim in claims} == {IP}
+    assert store.get_connection("c1") == UnboundConnection("c1", failed_auths=3)
+    assert store.load_auth_context("c2", None, IP).connection == UnboundConnection("c2", failed_auths=1)
+
+
+def test_a_claim_past_the_connections_limit_is_refused_and_counts_nothing(subject: Subject) -> None:
+    store = subject.store
+    for _ in range(3):
+        store.claim_attempt("c1", IP)
+
+    with pytest.raises(TooManyAttempts):
+        store.claim_attempt("c1", IP)
 
     assert store.get_connection("c1") == UnboundConnection("c1", failed_auths=3)
-    context = store.load_auth_context("c2", None, IP)
-    assert context.connection == UnboundConnection("c2", failed_auths=1)
-    assert context.session is None
-    assert context.failures_from_ip == 4
-    assert store.load_auth_context("c3", None, "192.0.2.1").failures_from_ip == 0
+    store.claim_attempt("c2", IP)  # the address's fourth: the refused one took nothing
+    with pytest.raises(RateLimited):
+        store.claim_attempt("c3", IP)
+
+
+def test_a_claim_past_the_addresss_limit_is_refused_and_counts_nothing(subject: Subject) -> None:
+    store = subject.store
+    for n in range(4):
+        store.claim_attempt(f"c{n}", IP)
+
+    with pytest.raises(RateLimited):
+        store.claim_attempt("c9", IP)
+
+    assert store.get_connection("c9") is None
+    store.claim_attempt("c9", "192.0.2.1")  # other addresses are unaffected
+
+
+def test_the_connections_limit_is_checked_first(subject: Subject) -> None:
+    store = subject.store
+    for _ in range(3):
+        store.claim_attempt("c1", IP)
+    store.claim_attempt("c2", IP)
+
+    with pytest.raises(TooManyAttempts):
+        store.claim_attempt("c1", IP)
 
 
 def test_the_address_count_starts_again_in_the_next_window(subject: Subject) -> None:
-    subject.store.record_failed_auth("c1", IP)
+    for n in range(4):
+        subject.store.claim_attempt(f"c{n}", IP)
     subject.clock.now += WINDOW
 
-    assert subject.store.load_auth_context("c1", None, IP).failures_from_ip == 0
+    claim = subject.store.claim_attempt("c9", IP)
+
+    assert claim.window_start > 0
+
+
+def test_a_join_gives_the_addresss_claim_back(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    for n in range(3):
+        store.claim_attempt(f"c{n}", IP)
+    claim = store.claim_attempt("b1", IP)
+    session = store.validate_session_code(code)
+    assert session is not None
+
+    store.add_browser("b1", session, "p1", claim=claim)
+
+    store.claim_attempt("c8", IP)  # the fourth again
+    with pytest.raises(RateLimited):
+        store.claim_attempt("c9", IP)
+    assert store.get_browser(code, "mac", "p1") == Browser("p1", "b1", address=IP)
+
+
+def test_registrations_per_address_are_limited_per_window(subject: Subject) -> None:
+    store = subject.store
+    store.register_mac_client("m1", "c", address=IP)
+    store.register_mac_client("m2", "c", address=IP)
+
+    with pytest.raises(RateLimited):
+        store.register_mac_client("m3", "c", address=IP)
+
+    assert store.get_connection("m3") is None
+    assert store.session_count() == 2
+    store.register_mac_client("m4", "c", address="192.0.2.1")
+    subject.clock.now += WINDOW
+    store.register_mac_client("m3", "c", address=IP)
+
+
+def test_a_locked_session_takes_no_browser_until_unlocked(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    session = store.validate_session_code(code)
+    assert session is not None
+
+    assert store.set_session_locked(code, "mac", True) is True
+    assert store.validate_session_code(code) == Session(code, "mac", 0, locked=True)
+    with pytest.raises(InvalidCode):
+        store.add_browser("b1", session, "p1")  # looked up before the lock
+    assert store.set_session_locked(code, "mac", False) is True
+    store.add_browser("b1", session, "p1")
+    assert store.set_session_locked(code, "other-mac", True) is False
+
+
+def test_a_kick_bans_the_address_from_that_session_only(subject: Subject, codes: list[str]) -> None:
+    store = subject.store
+    code = store.register_mac_client("mac", "c")
+    session = store.validate_session_code(code)
+    assert session is not None
+    store.add_browser("b1", session, "p1", claim=store.claim_attempt("b1", IP))
+    browser = store.get_connection("b1")
+    assert isinstance(browser, BrowserConnection)
+
+    assert store.remove_browser(browser, ban_address=IP) is True
+
+    assert store.load_auth_context("b1", code, IP).banned is True
+    assert store.load_auth_context("b1", code, "192.0.2.1").banned is False
+    again = store.validate_session_code(code)
+    assert again is not None
+    with pytest.raises(InvalidCode):
+        store.add_browser("b1", again, "p2", claim=store.claim_attempt("b1", IP))
+    store.add_browser("b2", again, "p3", claim=store.claim_attempt("b2", "192.0.2.1"))
+    # A later session that draws the same code is not banned.
+    store.remove_session(code, "mac")
+    codes.append(code)
+    assert store.register_mac_client("mac2", "c") == code
+    assert store.load_auth_context("b1", code, IP).banned is False
 
 
 def test_the_auth_context_has_the_live_session(subject: Subject) -> None:
@@ -355,7 +469,7 @@ def test_the_auth_context_has_the_live_session(subject: Subject) -> None:
 
 
 def test_forgetting_a_connection(subject: Subject) -> None:
-    subject.store.record_failed_auth("c1", IP)
+    subject.store.claim_attempt("c1", IP)
 
     subject.store.forget_connection("c1")
     subject.store.forget_connection("never-seen")

@@ -36,6 +36,8 @@ WEBSOCKET_ROUTES = {
     "send": "SendFunction",
     "kick": "KickFunction",
     "admit": "AdmitFunction",
+    "lock": "LockFunction",
+    "unlock": "UnlockFunction",
     "$default": "DefaultFunction",
 }
 
@@ -44,11 +46,13 @@ DYNAMODB_ACTIONS: dict[str, set[str]] = {
     "ConnectFunction": set(),
     "DefaultFunction": set(),
     "RegisterFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
-    "AuthFunction": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "AuthFunction": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem", "Query"},
     "SendFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
     "DisconnectFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
     "KickFunction": {"GetItem", "UpdateItem", "DeleteItem"},
     "AdmitFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
+    "LockFunction": {"GetItem", "UpdateItem"},
+    "UnlockFunction": {"GetItem", "UpdateItem"},
     "ExpiryFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
     "DebugFunction": {"BatchGetItem"},
 }
@@ -65,6 +69,8 @@ CONNECTION_METHODS: dict[str, set[str]] = {
     "DisconnectFunction": {"POST"},
     "KickFunction": {"POST"},
     "AdmitFunction": {"POST"},
+    "LockFunction": {"POST"},
+    "UnlockFunction": {"POST"},
     "ExpiryFunction": {"POST", "DELETE"},
 }
 CONNECTIONS_ARN = re.compile(

@@ -4,7 +4,6 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relay.observability import logger, metrics
-from relay.pairing import Relay
 from relay.protocol import RegisterRequest
 from relay.websocket_event import WebSocketEvent
 from relay.websocket_route import answer_client_message
@@ -14,4 +13,8 @@ from relay.websocket_route import answer_client_message
 @metrics.log_metrics
 def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = WebSocketEvent.from_lambda(raw_event)
-    return answer_client_message(event, RegisterRequest, Relay.register)
+    return answer_client_message(
+        event,
+        RegisterRequest,
+        lambda relay, connection_id, request: relay.register(connection_id, request, event.source_ip),
+    )

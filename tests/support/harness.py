@@ -77,6 +77,7 @@ class Gateway:
     post_calls: int = 0
     current_function: str | None = None  # the function being invoked, for per-function accounting
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
         api = next(
@@ -134,6 +135,8 @@ class Gateway:
     def _event(self, fixture: str, connection_id: str, **overrides: Any) -> dict[str, Any]:
         event = copy.deepcopy(load_event(fixture))
         event["requestContext"]["connectionId"] = connection_id
+        # API Gateway gives every invocation its own request id (idempotent writes key on it).
+        event["requestContext"]["requestId"] = f"req{next(self._request_ids):06d}="
         event["requestContext"].update(overrides.pop("requestContext", {}))
         event.update(overrides)
         return event

@@ -1,7 +1,7 @@
 """An in-memory relay.ports.SessionStore, for rule tests that run in milliseconds.
 
 It keeps the same records as the DynamoDB store (sessions, browsers, connections, the
-counter, address windows, expiry markers) with the same conditions and the same TTL
+counter, address windows, registration windows, bans, expiry markers) with the same conditions and the same TTL
 liveness, one lock around each operation. tests/test_store_contract.py runs one suite
 against this and against relay.store.DynamoDbStore on moto, so the two cannot drift.
 """
@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from relay import session_codes
 from relay.model import (
     AlreadyBound,
+    AttemptClaim,
     AuthContext,
     Browser,
     BrowserConnection,
@@ -25,10 +26,12 @@ from relay.model import (
     ExpiredSession,
     InvalidCode,
     MacConnection,
+    RateLimited,
     Role,
     Session,
     SessionFull,
     StoreError,
+    TooManyAttempts,
     UnboundConnection,
 )
 from relay.settings import Settings
@@ -45,6 +48,7 @@ class _SessionRecord:
     approve: bool
     created_at: int
     expires_at: int
+    locked: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class _PeerRecord:
     mac_connection_id: str
     admitted: bool
     expires_at: int
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class MemoryStore:
         self._peers: dict[tuple[str, str], _PeerRecord] = {}
         self._connections: dict[str, _ConnectionRecord] = {}
         self._windows: dict[tuple[str, int], _Window] = {}
+        self._registrations: dict[tuple[str, int], _Window] = {}
+        self._bans: dict[tuple[str, str], tuple[str, int]] = {}  # (code, address) -> (mac, expires_at)
         self._markers: dict[tuple[str, int, str], int] = {}
         self._count = 0
 
@@ -105,11 +112,11 @@ class MemoryStore:
         record = self._sessions.get(code)
         if record is None or not (include_expired or self._live(record.expires_at)):
             return None
-        return Session(code, record.mac_connection_id, record.browser_count, record.approve)
+        return Session(code, record.mac_connection_id, record.browser_count, record.approve, record.locked)
 
     def _browsers(self, code: str, mac_connection_id: str, include_expired: bool) -> list[Browser]:
         return [
-            Browser(peer, record.connection_id, record.admitted)
+            Browser(peer, record.connection_id, record.admitted, record.address)
             for (peer_code, peer), record in sorted(self._peers.items())
             if peer_code == code
             and record.mac_connection_id == mac_connection_id
@@ -149,44 +156,75 @@ class MemoryStore:
 
     # ---- limits ---------------------------------------------------------------------
 
-    def load_auth_context(self, connection_id: str, code: str | None, source_ip: str) -> AuthContext:
-        with self._lock:
-            window = self._windows.get((source_ip, self._window_start()))
-            return AuthContext(
-                connection=self.get_connection(connection_id),
-                session=self._session(code) if code is not None else None,
-                failures_from_ip=window.failures if window and self._live(window.expires_at) else 0,
-            )
+    def _window_count(self, windows: dict[tuple[str, int], _Window], address: str, start: int) -> int:
+        window = windows.get((address, start))
+        return window.failures if window and self._live(window.expires_at) else 0
 
-    def record_failed_auth(self, connection_id: str, source_ip: str) -> int:
+    def _add_to_window(self, windows: dict[tuple[str, int], _Window], address: str, start: int, delta: int) -> None:
+        window = windows.get((address, start))
+        expires = start + 2 * self.settings.auth_failure_window_seconds
+        windows[(address, start)] = _Window(
+            (window.failures if window else 0) + delta, window.expires_at if window else expires
+        )
+
+    def claim_attempt(self, connection_id: str, address: str, request_token: str | None = None) -> AttemptClaim:
         with self._lock:
             start = self._window_start()
-            window = self._windows.get((source_ip, start))
-            expires = start + 2 * self.settings.auth_failure_window_seconds
-            self._windows[(source_ip, start)] = _Window(
-                (window.failures if window else 0) + 1, window.expires_at if window else expires
-            )
             record = self._connections.get(connection_id) or _ConnectionRecord()
-            record = replace(
+            if record.failed_auths >= self.settings.max_auth_attempts:
+                raise TooManyAttempts
+            if self._window_count(self._windows, address, start) >= self.settings.auth_failures_per_ip:
+                raise RateLimited
+            self._add_to_window(self._windows, address, start, +1)
+            self._connections[connection_id] = replace(
                 record,
                 failed_auths=record.failed_auths + 1,
                 expires_at=record.expires_at if record.expires_at is not None else self._expires_at(),
             )
-            self._connections[connection_id] = record
-            return record.failed_auths
+            return AttemptClaim(connection_id, address, start)
+
+    def load_auth_context(self, connection_id: str, code: str | None, address: str) -> AuthContext:
+        with self._lock:
+            session = self._session(code) if code is not None else None
+            ban = self._bans.get((code, address)) if code is not None else None
+            banned = (
+                session is not None and ban is not None and ban[0] == session.mac_connection_id and self._live(ban[1])
+            )
+            return AuthContext(connection=self.get_connection(connection_id), session=session, banned=banned)
+
+    def attempts_from(self, address: str) -> int:
+        """The address's claimed attempts this window (for tests)."""
+        with self._lock:
+            return self._window_count(self._windows, address, self._window_start())
 
     # ---- codes and sessions --------------------------------------------------------
 
-    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
+    def register_mac_client(
+        self,
+        connection_id: str,
+        client_id: str,
+        approve: bool = False,
+        *,
+        address: str | None = None,
+        request_token: str | None = None,
+    ) -> str:
         with self._lock:
             expires_at = self._expires_at()
+            start = self._window_start()
             for _ in range(self.settings.max_code_attempts):
                 code = session_codes.generate_session_code()
                 connection = self._connections.get(connection_id) or _ConnectionRecord()
                 if connection.role is not None:
                     raise AlreadyBound
+                if (
+                    address is not None
+                    and self._window_count(self._registrations, address, start) >= self.settings.registrations_per_ip
+                ):
+                    raise RateLimited
                 if code in self._sessions:  # even one past its TTL that is not deleted yet
                     continue
+                if address is not None:
+                    self._add_to_window(self._registrations, address, start, +1)
                 self._connections[connection_id] = replace(connection, role=Role.MAC, code=code, expires_at=expires_at)
                 self._sessions[code] = _SessionRecord(connection_id, client_id, 0, approve, self._now(), expires_at)
                 self._count += 1
@@ -197,7 +235,17 @@ class MemoryStore:
         with self._lock:
             return self._session(code, include_expired)
 
-    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
+    def set_session_locked(self, code: str, mac_connection_id: str, locked: bool) -> bool:
+        with self._lock:
+            record = self._sessions.get(code)
+            if record is None or record.mac_connection_id != mac_connection_id:
+                return False
+            self._sessions[code] = replace(record, locked=locked)
+            return True
+
+    def remove_session(
+        self, code: str, mac_connection_id: str, request_token: str | None = None
+    ) -> EndedSession | None:
         with self._lock:
             session = self._session(code, include_expired=True)
             if session is None or session.mac_connection_id != mac_connection_id:
@@ -213,7 +261,16 @@ class MemoryStore:
 
     # ---- browsers ------------------------------------------------------------------
 
-    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
+    def add_browser(
+        self,
+        connection_id: str,
+        session: Session,
+        peer: str,
+        admitted: bool = True,
+        *,
+        claim: AttemptClaim | None = None,
+        request_token: str | None = None,
+    ) -> None:
         with self._lock:
             connection = self._connections.get(connection_id) or _ConnectionRecord()
             if connection.role is not None:
@@ -223,8 +280,13 @@ class MemoryStore:
                 current is None
                 or current.mac_connection_id != session.mac_connection_id
                 or current.expires_at <= self._now()
+                or current.locked
             ):
                 raise InvalidCode
+            if claim is not None:
+                ban = self._bans.get((session.code, claim.address))
+                if ban is not None and ban[0] == session.mac_connection_id and self._live(ban[1]):
+                    raise InvalidCode
             if current.browser_count >= self.settings.max_browsers:
                 raise SessionFull
             if (session.code, peer) in self._peers:
@@ -232,8 +294,10 @@ class MemoryStore:
             expires_at = self._expires_at()
             self._sessions[session.code] = replace(current, browser_count=current.browser_count + 1)
             self._peers[(session.code, peer)] = _PeerRecord(
-                connection_id, session.mac_connection_id, admitted, expires_at
+                connection_id, session.mac_connection_id, admitted, expires_at, claim.address if claim else None
             )
+            if claim is not None:
+                self._add_to_window(self._windows, claim.address, claim.window_start, -1)
             self._connections[connection_id] = _ConnectionRecord(
                 Role.BROWSER, session.code, peer, session.mac_connection_id, admitted, 0, expires_at
             )
@@ -243,13 +307,13 @@ class MemoryStore:
             record = self._peers.get((code, peer))
             if record is None or not self._live(record.expires_at) or record.mac_connection_id != mac_connection_id:
                 return None
-            return Browser(peer, record.connection_id, record.admitted)
+            return Browser(peer, record.connection_id, record.admitted, record.address)
 
     def list_browsers(self, code: str, mac_connection_id: str, include_expired: bool = False) -> list[Browser]:
         with self._lock:
             return self._browsers(code, mac_connection_id, include_expired)
 
-    def admit_browser(self, code: str, browser: Browser) -> bool:
+    def admit_browser(self, code: str, browser: Browser, request_token: str | None = None) -> bool:
         with self._lock:
             peer = self._peers.get((code, browser.peer))
             connection = self._connections.get(browser.connection_id)
@@ -261,8 +325,12 @@ class MemoryStore:
             self._connections[browser.connection_id] = replace(connection, admitted=True)
             return True
 
-    def remove_browser(self, browser: BrowserConnection) -> bool:
+    def remove_browser(
+        self, browser: BrowserConnection, ban_address: str | None = None, request_token: str | None = None
+    ) -> bool:
         with self._lock:
+            if ban_address is not None:
+                self._bans[(browser.code, ban_address)] = (browser.mac_connection_id, self._expires_at())
             peer = self._peers.get((browser.code, browser.peer))
             if peer is None or peer.connection_id != browser.connection_id:
                 self._connections.pop(browser.connection_id, None)  # already unbound elsewhere

@@ -26,6 +26,8 @@ FUNCTION_DIRS = {
     "DisconnectFunction": "disconnect",
     "KickFunction": "kick",
     "AdmitFunction": "admit",
+    "LockFunction": "lock",
+    "UnlockFunction": "unlock",
     "ExpiryFunction": "expiry",
     "DebugFunction": "debug",
 }

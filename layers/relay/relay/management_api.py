@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
 # boto3's standard name for a per-service endpoint override. Unset on AWS, where the
-# endpoint comes from the event; relay-local sets it to its own management API.
+# endpoint is built from the event; relay-local sets it to its own management API.
 ENDPOINT_OVERRIDE_VARIABLE = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"
 
 # Broadcasts reach at most MAX_BROWSERS connections; posting them in parallel keeps a
@@ -40,14 +40,18 @@ CLIENT_CONFIG = Config(
 )
 
 
-def endpoint_for(domain_name: str, stage: str) -> str | None:
-    """Where the Management API of the API that sent this event lives.
+def endpoint_for(api_id: str, stage: str, region: str | None = None) -> str | None:
+    """Where the Management API of the API that sent this event lives:
+    https://{api id}.execute-api.{region}.amazonaws.com/{stage}.
 
+    Built from the API's id, not the event's domainName: behind a custom domain name,
+    domainName is the custom domain, whose API mapping does not serve @connections.
     None means "let boto3 resolve it", which it does from ENDPOINT_OVERRIDE_VARIABLE.
     """
     if os.environ.get(ENDPOINT_OVERRIDE_VARIABLE):
         return None
-    return f"https://{domain_name}/{stage}"
+    region = region or os.environ["AWS_REGION"]
+    return f"https://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
 
 
 @cache

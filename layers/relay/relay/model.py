@@ -27,7 +27,8 @@ class Delivery(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UnboundConnection:
-    """A connection in no session; it may have failed auth attempts on record."""
+    """A connection in no session; `failed_auths` counts the attempts it has claimed
+    (relay.ports.SessionStore.claim_attempt) and not given back by joining."""
 
     connection_id: str
     failed_auths: int = 0
@@ -62,6 +63,7 @@ class Session:
     mac_connection_id: str
     browser_count: int
     approve: bool = False  # browsers wait for the mac-client's admission
+    locked: bool = False  # the code opens nothing new until the mac-client unlocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class Browser:
     peer: str
     connection_id: str
     admitted: bool = True
+    address: str | None = None  # the limit key (relay.addresses) it authenticated from
 
     def connection_in(self, mac: MacConnection) -> BrowserConnection:
         """This browser's connection, as its record in the mac-client's session describes it."""
@@ -84,12 +87,22 @@ class Browser:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptClaim:
+    """One attempt to present a secret, counted against the connection and the address
+    (its limit key and window) before anything was looked up."""
+
+    connection_id: str
+    address: str
+    window_start: int
+
+
+@dataclass(frozen=True, slots=True)
 class AuthContext:
-    """Everything auth needs to decide, read in one round trip."""
+    """Everything auth needs to decide, read in one round trip after its claim."""
 
     connection: Connection | None
     session: Session | None
-    failures_from_ip: int
+    banned: bool = False  # the address was kicked from this very session
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +140,14 @@ class InvalidCode(StoreError):
 
 class SessionFull(StoreError):
     pass
+
+
+class TooManyAttempts(StoreError):
+    """The connection has claimed all the attempts it may."""
+
+
+class RateLimited(StoreError):
+    """The source address has used up its attempts (or registrations) for this window."""
 
 
 class CodeSpaceExhausted(StoreError):

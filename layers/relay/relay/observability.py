@@ -33,6 +33,8 @@ class Metric(StrEnum):
     AUTH_RATE_LIMITED = "AuthRateLimited"
     FRAMES_RELAYED = "FramesRelayed"
     PAYLOAD_REJECTIONS = "PayloadRejections"
+    REGISTRATIONS_RATE_LIMITED = "RegistrationsRateLimited"
+    AUTH_BANNED = "AuthBanned"
 
 
 def count(metric: Metric, value: int = 1) -> None:

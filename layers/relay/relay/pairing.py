@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from relay import protocol, session_codes
+from relay.addresses import limit_key
 from relay.model import (
     AlreadyBound,
+    AttemptClaim,
     Browser,
     BrowserConnection,
     CodeSpaceExhausted,
@@ -20,8 +22,10 @@ from relay.model import (
     ExpiredSession,
     InvalidCode,
     MacConnection,
+    RateLimited,
     SessionFull,
     StoreUnavailable,
+    TooManyAttempts,
     UnboundConnection,
 )
 from relay.observability import Metric, count, logger
@@ -33,10 +37,23 @@ if TYPE_CHECKING:
 
 
 class Relay:
-    def __init__(self, store: SessionStore, connections: Connections, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        connections: Connections,
+        settings: Settings,
+        request_token: str | None = None,
+    ) -> None:
         self.store = store
         self.connections = connections
         self.settings = settings
+        # The API Gateway request id being answered: the store makes each of its
+        # writes idempotent with it (a write retried after a lost response lands once).
+        self.request_token = request_token
+
+    def for_request(self, request_token: str | None) -> Relay:
+        """This relay, answering one request (cheap: the store and clients are shared)."""
+        return Relay(self.store, self.connections, self.settings, request_token)
 
     def reply(self, connection_id: str, message: protocol.Message) -> Delivery:
         return self.connections.post(connection_id, message)
@@ -50,11 +67,23 @@ class Relay:
 
     # ---- register --------------------------------------------------------------
 
-    def register(self, connection_id: str, request: protocol.RegisterRequest) -> None:
+    def register(self, connection_id: str, request: protocol.RegisterRequest, source_ip: str | None = None) -> None:
+        """A new session for this mac-client; with `source_ip`, one of its address's
+        registrations for this window is claimed in the same write (RegistrationsPerIp)."""
         try:
-            code = self.store.register_mac_client(connection_id, request.client_id, request.approve)
+            code = self.store.register_mac_client(
+                connection_id,
+                request.client_id,
+                request.approve,
+                address=limit_key(source_ip) if source_ip is not None else None,
+                request_token=self.request_token,
+            )
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
+            return
+        except RateLimited:
+            count(Metric.REGISTRATIONS_RATE_LIMITED)
+            self.reply_error(connection_id, ErrorCode.RATE_LIMITED)
             return
         except CodeSpaceExhausted:
             logger.error("no free session code within the attempt bound")
@@ -76,21 +105,26 @@ class Relay:
         user_agent: str | None = None,
     ) -> None:
         code = protocol.normalise_code(request.code)
-        # Malformed and unknown codes get the same answer, so that the answer tells a
-        # guesser nothing about the code space.
+        # Claim, then look: nothing is looked up unless an attempt was claimed against
+        # both limits first, so concurrent or pipelined guesses cannot overrun them.
+        claim = self._claim(connection_id, source_ip)
+        if claim is None:
+            return
+        # Malformed, unknown and locked codes get the same answer, so that the answer
+        # tells a guesser nothing about the code space.
         well_formed = protocol.is_well_formed_code(code)
-        context = self.store.load_auth_context(connection_id, code if well_formed else None, source_ip)
+        context = self.store.load_auth_context(connection_id, code if well_formed else None, claim.address)
         if context.connection is not None and not isinstance(context.connection, UnboundConnection):
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
             return
-        if context.failures_from_ip >= self.settings.auth_failures_per_ip:
-            # Checked before the code, so a guesser past the limit learns nothing more.
-            count(Metric.AUTH_RATE_LIMITED)
-            self.reply_error(connection_id, ErrorCode.RATE_LIMITED)
-            return
+        attempts = context.connection.failed_auths if context.connection is not None else None
         session = context.session
-        if session is None:
-            self._failed_auth(connection_id, source_ip)
+        if session is None or session.locked:
+            self.attempt_failed(connection_id, source_ip, attempts=attempts)
+            return
+        if context.banned:
+            count(Metric.AUTH_BANNED)
+            self.reply_error(connection_id, ErrorCode.BANNED)
             return
         if session.browser_count >= self.settings.max_browsers:
             self.reply_error(connection_id, ErrorCode.SESSION_FULL)
@@ -98,7 +132,9 @@ class Relay:
         peer = session_codes.generate_peer_id()
         admitted = not session.approve
         try:
-            self.store.add_browser(connection_id, session, peer, admitted=admitted)
+            self.store.add_browser(
+                connection_id, session, peer, admitted=admitted, claim=claim, request_token=self.request_token
+            )
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
             return
@@ -106,7 +142,8 @@ class Relay:
             self.reply_error(connection_id, ErrorCode.SESSION_FULL)
             return
         except InvalidCode:
-            self._failed_auth(connection_id, source_ip)
+            # Ended, locked, or this address kicked, since the lookup.
+            self.attempt_failed(connection_id, source_ip, attempts=attempts)
             return
         logger.info("browser joined", extra={"code": protocol.redact_code(code), "peer": peer, "admitted": admitted})
         browser = BrowserConnection(
@@ -121,7 +158,7 @@ class Relay:
         try:
             told_mac = self.connections.post(session.mac_connection_id, to_mac)
         except Exception:
-            self.store.remove_browser(browser)
+            self.store.remove_browser(browser, request_token=self.request_token)
             raise
         if told_mac is Delivery.GONE:
             # The session died with its mac-client: the code no longer opens anything.
@@ -142,15 +179,47 @@ class Relay:
         if not isinstance(now, BrowserConnection) or now.code != browser.code:
             self.reply(browser.connection_id, protocol.session_closed())
 
-    def _failed_auth(self, connection_id: str, source_ip: str) -> None:
+    # ---- claiming attempts (auth; issue 11's resume) -----------------------------
+
+    def _claim(self, connection_id: str, source_ip: str) -> AttemptClaim | None:
+        """Claim one attempt; None after answering the refusal."""
+        try:
+            return self.store.claim_attempt(connection_id, limit_key(source_ip), self.request_token)
+        except TooManyAttempts:
+            logger.warning("attempt refused: the connection's limit is used up; closing")
+            self.reply_error(connection_id, ErrorCode.TOO_MANY_ATTEMPTS)
+            self.connections.close(connection_id)
+        except RateLimited:
+            count(Metric.AUTH_RATE_LIMITED)
+            self.reply_error(connection_id, ErrorCode.RATE_LIMITED)
+        return None
+
+    def claim_attempt(self, connection_id: str, source_ip: str) -> bool:
+        """Claim one attempt to present a secret. False: refused, and the refusal
+        (too_many_attempts + close, or rate_limited) has already been answered."""
+        return self._claim(connection_id, source_ip) is not None
+
+    def attempt_failed(
+        self,
+        connection_id: str,
+        source_ip: str,
+        error: ErrorCode = ErrorCode.INVALID_CODE,
+        attempts: int | None = None,
+    ) -> None:
+        """The claimed attempt presented a wrong secret: the claim is kept. Answers
+        `error` (invalid_code; resume: invalid_token), or too_many_attempts and closes
+        the connection when this was its last attempt. `attempts`: the connection's
+        claimed attempts, if already read after the claim (read here otherwise)."""
         count(Metric.AUTH_FAILURES)
-        failures = self.store.record_failed_auth(connection_id, source_ip)
-        if failures >= self.settings.max_auth_attempts:
-            logger.warning("too many failed auth attempts; closing", extra={"failures": failures})
+        if attempts is None:
+            connection = self.store.get_connection(connection_id)
+            attempts = connection.failed_auths if isinstance(connection, UnboundConnection) else 0
+        if attempts >= self.settings.max_auth_attempts:
+            logger.warning("too many failed attempts; closing", extra={"failures": attempts})
             self.reply_error(connection_id, ErrorCode.TOO_MANY_ATTEMPTS)
             self.connections.close(connection_id)
         else:
-            self.reply_error(connection_id, ErrorCode.INVALID_CODE)
+            self.reply_error(connection_id, error)
 
     # ---- send ------------------------------------------------------------------
 
@@ -228,7 +297,10 @@ class Relay:
         if found is None:
             return
         mac, browser = found
-        removed = self.store.remove_browser(browser.connection_in(mac))
+        # The kicked browser's address may not join this session again.
+        removed = self.store.remove_browser(
+            browser.connection_in(mac), ban_address=browser.address, request_token=self.request_token
+        )
         if removed:
             logger.info("browser kicked", extra={"peer": browser.peer})
             self.connections.post(browser.connection_id, protocol.kicked())
@@ -239,7 +311,7 @@ class Relay:
         if found is None:
             return
         mac, browser = found
-        if not browser.admitted and not self.store.admit_browser(mac.code, browser):
+        if not browser.admitted and not self.store.admit_browser(mac.code, browser, self.request_token):
             self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)  # it left meanwhile
             return
         logger.info("browser admitted", extra={"peer": browser.peer})
@@ -248,6 +320,26 @@ class Relay:
             self.remove_browser(browser.connection_in(mac))
             return
         self.reply(connection_id, protocol.peer_joined(browser.peer))
+
+    def lock(self, connection_id: str, request: protocol.LockRequest) -> None:
+        """From now on the code opens nothing new; browsers already in stay."""
+        self._set_locked(connection_id, locked=True)
+
+    def unlock(self, connection_id: str, request: protocol.UnlockRequest) -> None:
+        self._set_locked(connection_id, locked=False)
+
+    def _set_locked(self, connection_id: str, locked: bool) -> None:
+        connection = self.store.get_connection(connection_id)
+        if isinstance(connection, BrowserConnection):
+            self.reply_error(connection_id, ErrorCode.NOT_MAC)
+            return
+        if not isinstance(connection, MacConnection) or not self.store.set_session_locked(
+            connection.code, connection_id, locked
+        ):
+            self.reply_error(connection_id, ErrorCode.NOT_BOUND)
+            return
+        logger.info("session locked" if locked else "session unlocked")
+        self.reply(connection_id, protocol.locked() if locked else protocol.unlocked())
 
     # ---- leaving ---------------------------------------------------------------
 
@@ -264,7 +356,7 @@ class Relay:
 
     def end_session(self, code: str, mac_connection_id: str, spare: str | None = None) -> None:
         """End the session and tell its browsers, except `spare` (which gets its own answer)."""
-        ended = self.store.remove_session(code, mac_connection_id)
+        ended = self.store.remove_session(code, mac_connection_id, self.request_token)
         if ended is None:
             return
         logger.info("session ended", extra={"code": protocol.redact_code(code)})
@@ -283,7 +375,7 @@ class Relay:
         self.connections.close(expired.mac_connection_id)
 
     def remove_browser(self, browser: BrowserConnection) -> None:
-        if not self.store.remove_browser(browser):
+        if not self.store.remove_browser(browser, request_token=self.request_token):
             return
         left = self.reply(browser.mac_connection_id, protocol.peer_left(browser.peer))
         if left is Delivery.GONE:

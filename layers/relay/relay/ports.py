@@ -13,6 +13,7 @@ from typing import Protocol
 
 from relay import protocol
 from relay.model import (
+    AttemptClaim,
     AuthContext,
     Browser,
     BrowserConnection,
@@ -28,8 +29,12 @@ class SessionStore(Protocol):
     """Session state. Every method raises only StoreError subclasses (relay.model).
 
     Outcomes a caller must answer are exceptions named for them (AlreadyBound,
-    InvalidCode, SessionFull, CodeSpaceExhausted); StoreUnavailable means the store
-    itself failed.
+    InvalidCode, SessionFull, CodeSpaceExhausted, TooManyAttempts, RateLimited);
+    StoreUnavailable means the store itself failed.
+
+    `address` is always a limit key (relay.addresses.limit_key). `request_token` is the
+    API Gateway request id of the invocation making the write: a write botocore retries
+    after a lost response is then applied once and reported as done.
     """
 
     # ---- connections ---------------------------------------------------------------
@@ -42,33 +47,61 @@ class SessionStore(Protocol):
         ...
 
     # ---- limits --------------------------------------------------------------------
-    def load_auth_context(self, connection_id: str, code: str | None, source_ip: str) -> AuthContext:
-        """The connection, the live session with `code` (if given) and the address's
-        failures in the current window, in one round trip."""
+    def claim_attempt(self, connection_id: str, address: str, request_token: str | None = None) -> AttemptClaim:
+        """Claim one attempt to present a secret against the connection's limit and the
+        address's (this window), atomically, before anything is looked up. Raises
+        TooManyAttempts (the connection's limit, checked first) or RateLimited."""
         ...
 
-    def record_failed_auth(self, connection_id: str, source_ip: str) -> int:
-        """Count one failed auth for the connection and its address; the connection's total."""
+    def load_auth_context(self, connection_id: str, code: str | None, address: str) -> AuthContext:
+        """The connection, the live session with `code` (if given) and whether `address`
+        was kicked from that session, in one round trip."""
         ...
 
     # ---- codes and sessions -------------------------------------------------------
-    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
+    def register_mac_client(
+        self,
+        connection_id: str,
+        client_id: str,
+        approve: bool = False,
+        *,
+        address: str | None = None,
+        request_token: str | None = None,
+    ) -> str:
         """A new session with a fresh code, this connection its mac-client; the code.
-        Raises AlreadyBound or CodeSpaceExhausted."""
+        With `address`, one of its registrations this window is claimed in the same
+        write. Raises AlreadyBound, RateLimited or CodeSpaceExhausted."""
+        ...
+
+    def set_session_locked(self, code: str, mac_connection_id: str, locked: bool) -> bool:
+        """Lock or unlock the mac-client's session (a locked code opens nothing new);
+        False if the session has ended."""
         ...
 
     def validate_session_code(self, code: str, include_expired: bool = False) -> Session | None:
         """The live session with this code (or, with include_expired, one past its TTL)."""
         ...
 
-    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
+    def remove_session(
+        self, code: str, mac_connection_id: str, request_token: str | None = None
+    ) -> EndedSession | None:
         """End the mac-client's session and unbind its browsers at once; None if it had ended."""
         ...
 
     # ---- browsers -----------------------------------------------------------------
-    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
-        """Bind the connection to that very session as browser `peer`.
-        Raises AlreadyBound, InvalidCode (the session is gone) or SessionFull."""
+    def add_browser(
+        self,
+        connection_id: str,
+        session: Session,
+        peer: str,
+        admitted: bool = True,
+        *,
+        claim: AttemptClaim | None = None,
+        request_token: str | None = None,
+    ) -> None:
+        """Bind the connection to that very session as browser `peer`, giving the
+        claim's address share back. Raises AlreadyBound, InvalidCode (the session is
+        gone or locked, or the claim's address was kicked from it) or SessionFull."""
         ...
 
     def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
@@ -79,12 +112,15 @@ class SessionStore(Protocol):
         """The browsers of the session this mac-client owns."""
         ...
 
-    def admit_browser(self, code: str, browser: Browser) -> bool:
+    def admit_browser(self, code: str, browser: Browser, request_token: str | None = None) -> bool:
         """Let a pending browser's frames flow; False if it is no longer waiting."""
         ...
 
-    def remove_browser(self, browser: BrowserConnection) -> bool:
-        """Unbind the browser and forget its connection; False if it was already gone."""
+    def remove_browser(
+        self, browser: BrowserConnection, ban_address: str | None = None, request_token: str | None = None
+    ) -> bool:
+        """Unbind the browser and forget its connection; False if it was already gone.
+        With `ban_address`, that address can no longer join this session (a kick)."""
         ...
 
     # ---- expiry -------------------------------------------------------------------

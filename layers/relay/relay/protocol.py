@@ -61,6 +61,7 @@ class Action(StrEnum):
     # Admission control by the mac-client.
     KICK = "kick"
     ADMIT = "admit"
+    # The mac-client stops (and resumes) new browsers joining with the code.
     LOCK = "lock"
     UNLOCK = "unlock"
     RESUME = "resume"
@@ -90,7 +91,7 @@ class ErrorCode(StrEnum):
 
 ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.BAD_REQUEST: "The message is not valid for this action.",
-    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send, ping, kick or admit.",
+    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send, ping, kick, admit, lock or unlock.",
     ErrorCode.INVALID_CODE: "That code does not match an open session.",
     ErrorCode.ALREADY_BOUND: "This connection is already part of a session.",
     ErrorCode.NOT_BOUND: "Register or authenticate before sending.",
@@ -100,10 +101,10 @@ ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.PAYLOAD_TOO_LARGE: "The frame is too large to deliver.",
     ErrorCode.PEER_GONE: "The other end has disconnected.",
     ErrorCode.INTERNAL_ERROR: "The relay could not complete the request; try again.",
-    ErrorCode.RATE_LIMITED: "Too many failed attempts from your network; wait a few minutes.",
+    ErrorCode.RATE_LIMITED: "Too many attempts from your network; wait a few minutes.",
     ErrorCode.NOT_ADMITTED: "The session's owner has not admitted you yet.",
     ErrorCode.NOT_MAC: "Only the session's mac-client may do that.",
-    ErrorCode.BANNED: "The session's owner removed this address from the session.",
+    ErrorCode.BANNED: "The session's owner has removed you; you cannot join this session again.",
     ErrorCode.INVALID_TOKEN: "That resume token is unknown, used or expired.",
     ErrorCode.PEER_AWAY: "The other end is away and no more frames can be held for it.",
 }
@@ -182,6 +183,14 @@ def kicked() -> Message:
     return {"type": MessageType.KICKED.value}
 
 
+def locked() -> Message:
+    return {"type": MessageType.LOCKED.value}
+
+
+def unlocked() -> Message:
+    return {"type": MessageType.UNLOCKED.value}
+
+
 def error(code: ErrorCode, message: str | None = None) -> Message:
     return {
         "type": MessageType.ERROR.value,
@@ -248,7 +257,19 @@ class AdmitRequest:
     peer: str
 
 
-ClientRequest = RegisterRequest | AuthRequest | SendRequest | PingRequest | KickRequest | AdmitRequest
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockRequest:
+    pass
+
+
+ClientRequest = (
+    RegisterRequest | AuthRequest | SendRequest | PingRequest | KickRequest | AdmitRequest | LockRequest | UnlockRequest
+)
 
 
 # Python's json module accepts more than RFC 8259: NaN, Infinity and -Infinity, numbers
@@ -330,4 +351,8 @@ def parse_client_message(body: str | None) -> ClientRequest:
         if not isinstance(peer, str) or not peer:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{action} needs `peer`, a peer id string.")
         return KickRequest(peer) if action == Action.KICK else AdmitRequest(peer)
+    if action == Action.LOCK:
+        return LockRequest()
+    if action == Action.UNLOCK:
+        return UnlockRequest()
     raise ProtocolError(ErrorCode.UNKNOWN_ACTION)

@@ -19,6 +19,7 @@ class Settings:
     counter_shards: int = protocol.DEFAULT_COUNTER_SHARDS
     auth_failures_per_ip: int = protocol.DEFAULT_AUTH_FAILURES_PER_IP
     auth_failure_window_seconds: int = protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
+    registrations_per_ip: int = protocol.DEFAULT_REGISTRATIONS_PER_IP
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -45,4 +46,5 @@ class Settings:
             auth_failure_window_seconds=number(
                 "AUTH_FAILURE_WINDOW_SECONDS", protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
             ),
+            registrations_per_ip=number("REGISTRATIONS_PER_IP", protocol.DEFAULT_REGISTRATIONS_PER_IP),
         )

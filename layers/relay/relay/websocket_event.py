@@ -3,7 +3,7 @@
 Powertools' event data classes would serve, but importing any one of them runs their
 package's __init__, which imports all of them (some forty modules): about a fifth of
 a function's cold-start budget over its boto3 floor (docs/PERFORMANCE.md). The relay
-reads nine fields; they are taken here, by the names API Gateway documents.
+reads eleven fields; they are taken here, by the names API Gateway documents.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 class WebSocketEvent:
     connection_id: str
     route_key: str
+    request_id: str  # API Gateway's id for this one invocation: keys idempotent writes
+    api_id: str
     domain_name: str
     stage: str
     source_ip: str
@@ -32,6 +34,8 @@ class WebSocketEvent:
         return cls(
             connection_id=context["connectionId"],
             route_key=context["routeKey"],
+            request_id=context.get("requestId", ""),
+            api_id=context.get("apiId", ""),
             domain_name=context["domainName"],
             stage=context["stage"],
             source_ip=identity.get("sourceIp", ""),

@@ -37,8 +37,8 @@ def session_store() -> DynamoDbStore:
 
 
 @cache
-def relay_for(domain_name: str, stage: str) -> Relay:
-    api = ManagementApi(management_client(endpoint_for(domain_name, stage)))
+def relay_for(api_id: str, stage: str) -> Relay:
+    api = ManagementApi(management_client(endpoint_for(api_id, stage)))
     return Relay(session_store(), api, settings())
 
 
@@ -50,7 +50,8 @@ def relay_for_configured_endpoint() -> Relay:
 
 
 def relay_for_event(event: WebSocketEvent) -> Relay:
-    return relay_for(event.domain_name, event.stage)
+    """The relay of the event's API, answering this one request (its writes idempotent)."""
+    return relay_for(event.api_id, event.stage).for_request(event.request_id)
 
 
 def reset() -> None:

@@ -1,16 +1,27 @@
 """Sessions in DynamoDB: the relay's only state, behind relay.ports.SessionStore.
 
-One table, six kinds of item (pk / sk), each kept by one section of this package:
+One table, eight kinds of item (pk / sk), each kept by one section of this package:
 
     S#<code>      / #META         a session: its mac-client's connection, browser count,
-                                  approval mode, creation time, TTL           (sessions)
-    S#<code>      / P#<peer>      a browser of that session and its connection  (browsers)
+                                  approval mode, `locked`, creation time, TTL  (sessions)
+    S#<code>      / P#<peer>      a browser of that session, its connection and the
+                                  address it joined from                      (browsers)
+    S#<code>      / BAN#<address> an address kicked from the session whose mac-client
+                                  is `mac_connection_id`                      (browsers)
     S#<code>      / #EXPIRED#<created at>#<mac connection id>
                                   marks a TTL-deleted session as released        (expiry)
-    C#<conn id>   / #CONN         what a connection is: unbound (failed auths only),
-                                  mac or browser                              (connections)
+    C#<conn id>   / #CONN         what a connection is: unbound (its claimed attempts,
+                                  `failed_auths`, only), mac or browser       (connections)
     COUNTER#<n>   / #COUNT        one shard of the live-session counter          (counter)
-    IP#<address>  / W#<start>     failed auths from one address in one window    (limits)
+    IP#<address>  / W#<start>     auth attempts claimed from one address in one window,
+                                  less those given back by joins (`failures`)     (limits)
+    IP#<address>  / R#<start>     sessions registered from one address in one window
+                                  (`registrations`)                            (sessions)
+
+<address> is a limit key (relay.addresses): an IPv4 address, or an IPv6 /64. Every
+transaction a handler makes carries a ClientRequestToken derived from API Gateway's
+request id and the step (relay.store.table.client_request_token), so a retry after a
+lost response is applied once.
 
 Every item carries `expires_at`, the table's TTL attribute. Every change that touches
 more than one item is a transaction (relay.store.table.Table.transact), so a failure

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from relay.model import AlreadyBound, Browser, BrowserConnection, InvalidCode, Role, Session, SessionFull
+from relay.model import (
+    AlreadyBound,
+    AttemptClaim,
+    Browser,
+    BrowserConnection,
+    InvalidCode,
+    Role,
+    Session,
+    SessionFull,
+)
 from relay.store.connections import ConnectionRecords
 from relay.store.table import (
     PEER_PREFIX,
     Cancelled,
     Item,
+    ban_key,
     connection_key,
     flag,
+    ip_window_key,
     peer_key,
     session_key,
     session_partition,
@@ -34,16 +45,28 @@ def _browser_from(item: Item) -> Browser:
         peer=item["sk"]["S"].removeprefix(PEER_PREFIX),
         connection_id=item["connection_id"]["S"],
         admitted=flag(item, "admitted", True),
+        address=text(item, "address"),
     )
 
 
 class BrowserRecords(ConnectionRecords):
-    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
+    def add_browser(
+        self,
+        connection_id: str,
+        session: Session,
+        peer: str,
+        admitted: bool = True,
+        *,
+        claim: AttemptClaim | None = None,
+        request_token: str | None = None,
+    ) -> None:
         """Bind this connection to the session as a browser with the given peer id.
 
-        The session must still be the same live session (same mac-client) with room
-        for one more browser when the transaction commits; a mac-client ending its
-        session concurrently therefore can never leave this browser bound to it.
+        The session must still be the same live, unlocked session (same mac-client)
+        with room for one more browser when the transaction commits, and the claim's
+        address must not have been kicked from it; a mac-client ending, locking or
+        kicking concurrently therefore can never leave this browser bound to it. The
+        same transaction gives the address's share of the claim back.
         """
         table = self.table
         expires_at = table.expires_at()
@@ -55,19 +78,21 @@ class BrowserRecords(ConnectionRecords):
                 ":mac": {"S": session.mac_connection_id},
                 ":max": {"N": str(table.settings.max_browsers)},
                 ":now": {"N": str(table.now())},
+                ":yes": {"BOOL": True},
             },
-            condition="mac_connection_id = :mac AND browser_count < :max AND expires_at > :now",
+            condition="mac_connection_id = :mac AND browser_count < :max AND expires_at > :now "
+            "AND (attribute_not_exists(locked) OR locked <> :yes)",
         )
-        peer_item = table.put(
-            {
-                **peer_key(session.code, peer),
-                "connection_id": {"S": connection_id},
-                "mac_connection_id": {"S": session.mac_connection_id},
-                "admitted": {"BOOL": admitted},
-                "expires_at": {"N": expires_at},
-            },
-            condition="attribute_not_exists(pk)",
-        )
+        peer_record: Item = {
+            **peer_key(session.code, peer),
+            "connection_id": {"S": connection_id},
+            "mac_connection_id": {"S": session.mac_connection_id},
+            "admitted": {"BOOL": admitted},
+            "expires_at": {"N": expires_at},
+        }
+        if claim is not None:
+            peer_record["address"] = {"S": claim.address}
+        peer_item = table.put(peer_record, condition="attribute_not_exists(pk)")
         bind_connection = table.update(
             connection_key(connection_id),
             "SET #role = :browser, code = :code, peer = :peer, "
@@ -84,17 +109,46 @@ class BrowserRecords(ConnectionRecords):
             condition="attribute_not_exists(#role)",
             names={"#role": "role"},
         )
+        items = [take_seat, peer_item, bind_connection]
+        if claim is not None:
+            not_banned: Item = {
+                "ConditionCheck": {
+                    "TableName": table.name,
+                    "Key": ban_key(session.code, claim.address),
+                    "ConditionExpression": "attribute_not_exists(pk) OR mac_connection_id <> :mac",
+                    "ExpressionAttributeValues": {":mac": {"S": session.mac_connection_id}},
+                }
+            }
+            give_back = table.update(
+                ip_window_key(claim.address, claim.window_start),
+                "ADD failures :minus_one SET expires_at = if_not_exists(expires_at, :exp)",
+                {":minus_one": {"N": "-1"}, ":exp": {"N": table.window_expires_at(claim.window_start)}},
+            )
+            items += [not_banned, give_back]
         try:
-            table.transact([take_seat, peer_item, bind_connection])
+            table.transact(items, request_token, f"join:{peer}")
         except Cancelled as cancelled:
             if cancelled.failed(2):
+                if self._is_bound_as(connection_id, session.code, peer):
+                    return  # our own write, applied before a lost response
                 raise AlreadyBound from None
+            if cancelled.failed(3):
+                raise InvalidCode from None  # kicked from this session: it opens nothing for them
             if cancelled.failed(0):
                 current = table.get(session_key(session.code))
-                if not table.live(current) or text(current or {}, "mac_connection_id") != session.mac_connection_id:
+                if (
+                    not table.live(current)
+                    or text(current or {}, "mac_connection_id") != session.mac_connection_id
+                    or flag(current or {}, "locked", False)
+                ):
                     raise InvalidCode from None
                 raise SessionFull from None
             raise
+
+    def _is_bound_as(self, connection_id: str, code: str, peer: str) -> bool:
+        """Re-read after a conditional failure: is the connection already this very browser?"""
+        current = self.get_connection(connection_id)
+        return isinstance(current, BrowserConnection) and current.code == code and current.peer == peer
 
     def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
         """The browser `peer` of the session this mac-client owns, if it is there."""
@@ -112,7 +166,7 @@ class BrowserRecords(ConnectionRecords):
             if (include_expired or self.table.live(item)) and _belongs_to(item, mac_connection_id):
                 yield _browser_from(item)
 
-    def admit_browser(self, code: str, browser: Browser) -> bool:
+    def admit_browser(self, code: str, browser: Browser, request_token: str | None = None) -> bool:
         """Let a pending browser's frames flow; False if it is no longer waiting."""
         table = self.table
         try:
@@ -130,37 +184,62 @@ class BrowserRecords(ConnectionRecords):
                         {":yes": {"BOOL": True}, ":code": {"S": code}, ":peer": {"S": browser.peer}},
                         condition="code = :code AND peer = :peer",
                     ),
-                ]
+                ],
+                request_token,
+                f"admit:{browser.peer}",
             )
         except Cancelled:
+            # Not waiting any more. (A retry of our own admit after a lost response is
+            # answered as a success by DynamoDB through the request token; a re-read could
+            # not tell it from a second admit, which must be refused.)
             return False
         return True
 
-    def remove_browser(self, browser: BrowserConnection) -> bool:
-        """Unbind a browser and forget its connection; False if it was already gone."""
+    def remove_browser(
+        self, browser: BrowserConnection, ban_address: str | None = None, request_token: str | None = None
+    ) -> bool:
+        """Unbind a browser and forget its connection; False if it was already gone.
+
+        With `ban_address`, the same transaction bans that address from this session
+        (a kick): it is banned even if the browser had already gone.
+        """
         table = self.table
         delete_peer, delete_connection = self._unbind_items(
             browser.code, Browser(browser.peer, browser.connection_id), connection_must_match=False
         )
+        ban: list[Item] = []
+        if ban_address is not None:
+            ban = [
+                table.update(
+                    ban_key(browser.code, ban_address),
+                    "SET mac_connection_id = :mac, expires_at = :exp",
+                    {":mac": {"S": browser.mac_connection_id}, ":exp": {"N": table.expires_at()}},
+                )
+            ]
         release_seat = table.update(
             session_key(browser.code),
             "ADD browser_count :minus_one",
             {":minus_one": {"N": "-1"}, ":mac": {"S": browser.mac_connection_id}},
             condition="mac_connection_id = :mac",
         )
+        step = f"leave:{browser.peer}"
         try:
-            table.transact([delete_peer, delete_connection, release_seat])
+            table.transact([delete_peer, delete_connection, release_seat, *ban], request_token, step)
             return True
         except Cancelled as cancelled:
             if cancelled.failed(0):
                 self.forget_connection(browser.connection_id)  # already unbound elsewhere
+                if ban:
+                    table.write(ban[0])
                 return False
         # The session has ended already: its seat count no longer matters.
         try:
-            table.transact([delete_peer, delete_connection])
+            table.transact([delete_peer, delete_connection, *ban], request_token, step + ":ended")
             return True
         except Cancelled:
             self.forget_connection(browser.connection_id)
+            if ban:
+                table.write(ban[0])
             return False
 
     def _unbind_items(self, code: str, browser: Browser, connection_must_match: bool = True) -> list[Item]:

@@ -1,59 +1,86 @@
-"""Guessing limits: failed auths per connection (on its record) and per source address
-(IP#<address> / W#<window start>, one item per time window, expiring after two)."""
+"""Guessing limits, claimed before anything is looked up.
+
+An attempt to present a secret (auth's code) first claims one attempt on the
+connection's record (`failed_auths`, at most MaxAuthAttempts) and one in its address's
+window (IP#<address> / W#<window start>, `failures`, at most AuthFailuresPerIp): one
+transaction of two conditional `ADD`s, so however many attempts run at once, no more
+are claimed than the limits allow. A refused claim looks nothing up. A join gives the
+address's claim back (relay.store.browsers); a failure keeps both.
+
+Addresses are limit keys (relay.addresses.limit_key): IPv4 by address, IPv6 by /64.
+Window items expire after two windows.
+"""
 
 from __future__ import annotations
 
-from relay.model import AuthContext
+from relay.model import AttemptClaim, AuthContext, RateLimited, TooManyAttempts
 from relay.store.connections import connection_from
 from relay.store.sessions import session_from
-from relay.store.table import Section, connection_key, ip_window_key, number, session_key
+from relay.store.table import (
+    Cancelled,
+    Item,
+    Section,
+    ban_key,
+    connection_key,
+    ip_window_key,
+    session_key,
+    text,
+)
 
 
 class LimitRecords(Section):
-    def _window_start(self) -> int:
-        window = self.table.settings.auth_failure_window_seconds
-        return self.table.now() // window * window
-
-    def load_auth_context(self, connection_id: str, code: str | None, source_ip: str) -> AuthContext:
-        """The connection, the session (if `code` is given) and the source's recent failures:
-        one BatchGetItem, so auth pays one round trip for its reads."""
-        wanted = {
-            "connection": connection_key(connection_id),
-            "ip": ip_window_key(source_ip, self._window_start()),
-        }
-        if code is not None:
-            wanted["session"] = session_key(code)
-        found = {item["pk"]["S"]: item for item in self.table.batch_get(list(wanted.values()))}
-        ip_item = found.get(wanted["ip"]["pk"]["S"])
-        session_item = found.get(wanted["session"]["pk"]["S"]) if code is not None else None
-        return AuthContext(
-            connection=connection_from(self.table, connection_id, found.get(wanted["connection"]["pk"]["S"])),
-            session=session_from(self.table, code, session_item) if code is not None else None,
-            failures_from_ip=number(ip_item, "failures") if ip_item and self.table.live(ip_item) else 0,
-        )
-
-    def record_failed_auth(self, connection_id: str, source_ip: str) -> int:
-        """Count one failed auth on this connection and from its source address.
-
-        Returns the connection's count so far. Both counters are single atomic
-        UpdateItems (ADD), so concurrent failures are never lost.
-        """
+    def claim_attempt(self, connection_id: str, address: str, request_token: str | None = None) -> AttemptClaim:
+        """Claim one attempt for the connection and the address, or raise TooManyAttempts
+        (the connection's limit; checked first) or RateLimited (the address's)."""
         table = self.table
-        window_start = self._window_start()
-        table.write(
-            table.update(
-                ip_window_key(source_ip, window_start),
-                "ADD failures :one SET expires_at = if_not_exists(expires_at, :exp)",
-                {
-                    ":one": {"N": "1"},
-                    ":exp": {"N": str(window_start + 2 * table.settings.auth_failure_window_seconds)},
-                },
-            )
-        )
-        update = table.update(
+        settings = table.settings
+        window_start = table.window_start()
+        on_connection = table.update(
             connection_key(connection_id),
             "ADD failed_auths :one SET expires_at = if_not_exists(expires_at, :exp)",
-            {":one": {"N": "1"}, ":exp": {"N": table.expires_at()}},
+            {":one": {"N": "1"}, ":exp": {"N": table.expires_at()}, ":max": {"N": str(settings.max_auth_attempts)}},
+            condition="attribute_not_exists(failed_auths) OR failed_auths < :max",
         )
-        update["Update"]["ReturnValues"] = "UPDATED_NEW"
-        return number(table.write(update)["Attributes"], "failed_auths")
+        on_address = table.update(
+            ip_window_key(address, window_start),
+            "ADD failures :one SET expires_at = if_not_exists(expires_at, :exp)",
+            {
+                ":one": {"N": "1"},
+                ":exp": {"N": table.window_expires_at(window_start)},
+                ":max": {"N": str(settings.auth_failures_per_ip)},
+            },
+            condition="attribute_not_exists(failures) OR failures < :max",
+        )
+        try:
+            table.transact([on_connection, on_address], request_token, "claim")
+        except Cancelled as cancelled:
+            if cancelled.failed(0):
+                raise TooManyAttempts from None
+            if cancelled.failed(1):
+                raise RateLimited from None
+            raise
+        return AttemptClaim(connection_id, address, window_start)
+
+    def load_auth_context(self, connection_id: str, code: str | None, address: str) -> AuthContext:
+        """The connection, the session (if `code` is given) and whether the address was
+        kicked from it: one BatchGetItem, so auth pays one round trip for its reads."""
+        table = self.table
+        wanted = [connection_key(connection_id)]
+        if code is not None:
+            wanted += [session_key(code), ban_key(code, address)]
+        found = {(item["pk"]["S"], item["sk"]["S"]): item for item in table.batch_get(wanted)}
+
+        def item_at(key: Item) -> Item | None:
+            return found.get((key["pk"]["S"], key["sk"]["S"]))
+
+        connection = connection_from(table, connection_id, item_at(wanted[0]))
+        if code is None:
+            return AuthContext(connection=connection, session=None)
+        session = session_from(table, code, item_at(wanted[1]))
+        ban = item_at(wanted[2])
+        banned = (
+            session is not None
+            and table.live(ban)
+            and text(ban or {}, "mac_connection_id") == session.mac_connection_id
+        )
+        return AuthContext(connection=connection, session=session, banned=banned)

@@ -8,10 +8,29 @@ registrations that draw the same code cannot both win.
 from __future__ import annotations
 
 from relay import session_codes
-from relay.model import AlreadyBound, CodeSpaceExhausted, EndedSession, Role, Session, StoreError
+from relay.model import (
+    AlreadyBound,
+    CodeSpaceExhausted,
+    EndedSession,
+    MacConnection,
+    RateLimited,
+    Role,
+    Session,
+    StoreError,
+)
 from relay.store.browsers import BrowserRecords
 from relay.store.counter import CounterShards
-from relay.store.table import Cancelled, Item, Table, connection_key, flag, number, session_key
+from relay.store.table import (
+    Cancelled,
+    Item,
+    Table,
+    connection_key,
+    flag,
+    number,
+    registrations_key,
+    session_key,
+    text,
+)
 
 # Ending a session retries when browsers join or leave at the same moment.
 END_ATTEMPTS = 5
@@ -25,18 +44,44 @@ def session_from(table: Table, code: str, item: Item | None, include_expired: bo
         mac_connection_id=item["mac_connection_id"]["S"],
         browser_count=number(item, "browser_count"),
         approve=flag(item, "approve", False),
+        locked=flag(item, "locked", False),
     )
 
 
 class SessionRecords(BrowserRecords, CounterShards):
-    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
+    def register_mac_client(
+        self,
+        connection_id: str,
+        client_id: str,
+        approve: bool = False,
+        *,
+        address: str | None = None,
+        request_token: str | None = None,
+    ) -> str:
         """Create a session with a fresh code whose mac-client is this connection.
 
-        Raises AlreadyBound if the connection is already in a session, and
+        With `address`, the same transaction claims one of the address's registrations
+        for this window (RegistrationsPerIp). Raises AlreadyBound if the connection is
+        already in a session, RateLimited if the address has registered its share, and
         CodeSpaceExhausted if every code drawn (up to the bound) was taken.
         """
         table = self.table
         expires_at = table.expires_at()
+        claim: list[Item] = []
+        if address is not None:
+            window_start = table.window_start()
+            claim = [
+                table.update(
+                    registrations_key(address, window_start),
+                    "ADD registrations :one SET expires_at = if_not_exists(expires_at, :exp)",
+                    {
+                        ":one": {"N": "1"},
+                        ":exp": {"N": table.window_expires_at(window_start)},
+                        ":max": {"N": str(table.settings.registrations_per_ip)},
+                    },
+                    condition="attribute_not_exists(registrations) OR registrations < :max",
+                )
+            ]
         for _ in range(table.settings.max_code_attempts):
             # Looked up on the module at each call so that tests can replace it.
             code = session_codes.generate_session_code()
@@ -60,21 +105,57 @@ class SessionRecords(BrowserRecords, CounterShards):
                 condition="attribute_not_exists(pk)",
             )
             try:
-                table.transact([bind_connection, create_session, self._counter_update(+1)])
+                table.transact(
+                    [bind_connection, create_session, self._counter_update(+1), *claim],
+                    request_token,
+                    f"register:{code}",
+                )
             except Cancelled as cancelled:
                 if cancelled.failed(0):
+                    if self._registered_as(connection_id, code):
+                        return code  # our own write, applied before a lost response
                     raise AlreadyBound from None
+                if cancelled.failed(3):
+                    raise RateLimited from None
                 if cancelled.failed(1):
                     continue  # the code is taken by a live session: draw another
                 raise
             return code
         raise CodeSpaceExhausted
 
+    def _registered_as(self, connection_id: str, code: str) -> bool:
+        """Re-read after a conditional failure: is this connection already the mac-client
+        of the session `code`, created by this very call?"""
+        if self.get_connection(connection_id) != MacConnection(connection_id, code):
+            return False
+        session = self.table.get(session_key(code))
+        return self.table.live(session) and text(session or {}, "mac_connection_id") == connection_id
+
+    def set_session_locked(self, code: str, mac_connection_id: str, locked: bool) -> bool:
+        """Lock (or unlock) the mac-client's session; False if it has ended. Idempotent."""
+        table = self.table
+        try:
+            table.transact(
+                [
+                    table.update(
+                        session_key(code),
+                        "SET locked = :locked",
+                        {":locked": {"BOOL": locked}, ":mac": {"S": mac_connection_id}},
+                        condition="mac_connection_id = :mac",
+                    )
+                ]
+            )
+        except Cancelled:
+            return False
+        return True
+
     def validate_session_code(self, code: str, include_expired: bool = False) -> Session | None:
         """The live session with this (normalised) code, if there is one."""
         return session_from(self.table, code, self.table.get(session_key(code)), include_expired)
 
-    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
+    def remove_session(
+        self, code: str, mac_connection_id: str, request_token: str | None = None
+    ) -> EndedSession | None:
         """End a session: its code stops working, the count drops and its browsers are
         unbound, all in one transaction, so a failure part-way leaves the session whole.
 
@@ -104,7 +185,7 @@ class SessionRecords(BrowserRecords, CounterShards):
             for browser in browsers:
                 items += self._unbind_items(code, browser)
             try:
-                table.transact(items)
+                table.transact(items, request_token, f"end:{attempt}")
             except Cancelled:
                 continue  # someone joined or left meanwhile: look again
             return EndedSession(code=code, browsers=browsers)

@@ -8,6 +8,7 @@ own retries) becomes StoreUnavailable, so nothing above the store sees botocore.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ CONN = "#CONN"
 COUNT = "#COUNT"
 PEER_PREFIX = "P#"
 EXPIRED_PREFIX = "#EXPIRED#"
+BAN_PREFIX = "BAN#"
 
 CONDITION_FAILED = "ConditionalCheckFailed"
 
@@ -55,8 +57,26 @@ def counter_key(shard: int) -> Item:
     return {"pk": {"S": f"COUNTER#{shard}"}, "sk": {"S": COUNT}}
 
 
-def ip_window_key(source_ip: str, window_start: int) -> Item:
-    return {"pk": {"S": f"IP#{source_ip}"}, "sk": {"S": f"W#{window_start}"}}
+def ip_window_key(address: str, window_start: int) -> Item:
+    """Auth attempts claimed from one address (relay.addresses.limit_key) in one window."""
+    return {"pk": {"S": f"IP#{address}"}, "sk": {"S": f"W#{window_start}"}}
+
+
+def registrations_key(address: str, window_start: int) -> Item:
+    """Sessions registered from one address in one window."""
+    return {"pk": {"S": f"IP#{address}"}, "sk": {"S": f"R#{window_start}"}}
+
+
+def ban_key(code: str, address: str) -> Item:
+    """An address kicked from the session with this code (which one: its mac_connection_id)."""
+    return {"pk": {"S": session_partition(code)}, "sk": {"S": BAN_PREFIX + address}}
+
+
+def client_request_token(request_token: str, step: str) -> str:
+    """DynamoDB's ClientRequestToken (at most 36 characters) for one write of one request:
+    the same API Gateway request id and step give the same token, so a transaction
+    botocore retries after a lost response is applied once."""
+    return hashlib.sha256(f"{request_token}|{step}".encode()).hexdigest()[:36]
 
 
 def expired_marker_key(code: str, created_at: int, mac_connection_id: str) -> Item:
@@ -115,6 +135,15 @@ class Table:
     def expires_at(self) -> str:
         return str(self.now() + self.settings.session_ttl_seconds)
 
+    def window_start(self) -> int:
+        """The start of the current limit window (AuthFailureWindowSeconds)."""
+        window = self.settings.auth_failure_window_seconds
+        return self.now() // window * window
+
+    def window_expires_at(self, window_start: int) -> str:
+        """Limit items outlive their window by one more."""
+        return str(window_start + 2 * self.settings.auth_failure_window_seconds)
+
     def live(self, item: Item | None) -> bool:
         """TTL deletion can lag by days, so an item past its expiry counts as gone."""
         if not item:
@@ -160,10 +189,19 @@ class Table:
 
     # ---- calls ----------------------------------------------------------------------
 
-    def transact(self, items: Sequence[Item]) -> None:
-        """Write all items or none; raises Cancelled with the per-item reasons."""
+    def transact(self, items: Sequence[Item], request_token: str | None = None, step: str = "") -> None:
+        """Write all items or none; raises Cancelled with the per-item reasons.
+
+        With a request token (the API Gateway request id), the call carries a
+        ClientRequestToken for (request, step): DynamoDB then applies a retried call
+        once and answers it as a success (for 10 minutes). Give each distinct write of
+        one request its own step.
+        """
+        extra: dict[str, Any] = {}
+        if request_token:
+            extra["ClientRequestToken"] = client_request_token(request_token, step)
         try:
-            self.client.transact_write_items(TransactItems=list(items))  # type: ignore[arg-type]
+            self.client.transact_write_items(TransactItems=list(items), **extra)  # type: ignore[arg-type]
         except ClientError as error:
             if _error_code(error) == "TransactionCanceledException":
                 reasons = error.response.get("CancellationReasons") or []
