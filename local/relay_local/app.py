@@ -14,17 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from relay_local.apigateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNECTION_SECONDS, RouteSelector
 from relay_local.dynamodb import EMBEDDED_CREDENTIALS, DynamoDbError, EmbeddedDynamoDb, create_tables
-from relay_local.gateway import (
-    DEFAULT_IDLE_TIMEOUT_SECONDS,
-    DEFAULT_MAX_CONNECTION_SECONDS,
-    Gateway,
-    GatewaySettings,
-    RouteSelector,
-)
+from relay_local.gateway import Gateway, GatewaySettings
 from relay_local.http_api import HttpApi
-from relay_local.template import Template, TemplateError, load_template, local_api_id
-from relay_local.workers import FunctionPool, FunctionStartError, Invocation, worker_environment, worker_spec
+from relay_local.intrinsics import local_api_id
+from relay_local.invocation import Invocation
+from relay_local.template import Template, TemplateError, load_template
+from relay_local.workers import FunctionPool, FunctionStartError, worker_environment, worker_spec
 
 log = logging.getLogger("relay_local")
 
@@ -131,7 +128,8 @@ class RelayLocal:
             raise StartupError(str(error)) from None
         if template.websocket_api is None:
             raise StartupError(
-                f"{options.template} has no WebSocket API (a resource of type AWS::Serverless::WebSocketApi); "
+                f"{options.template} has no WebSocket API (AWS::Serverless::WebSocketApi, or AWS::ApiGatewayV2::Api "
+                "with ProtocolType WEBSOCKET); "
                 "relay-local has nothing to serve"
             )
         try:
@@ -241,9 +239,6 @@ class RelayLocal:
         )
         await self.gateway.start(ws_socket)
         static_dir = options.static_dir
-        if static_dir is None:
-            default_static = template.path.resolve().parent / "clients" / "browser"
-            static_dir = default_static if default_static.is_dir() else None
         self.static_dir = static_dir
         self.http_api = HttpApi(template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir)
         await self.http_api.start(http_socket)

@@ -8,10 +8,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
+from relay_local.apigateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNECTION_SECONDS
 from relay_local.app import Options, RelayLocal, StartupError
-from relay_local.gateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNECTION_SECONDS
+from relay_local.project import project_static_dir
 
 
 class _Formatter(logging.Formatter):
@@ -54,10 +56,7 @@ def _positive(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
+    return int(_positive(str(int(text))))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--static-dir",
         type=Path,
-        help="serve these files at / on the HTTP port (default: clients/browser next to the template, if present)",
+        help="serve these files at / on the HTTP port (default: static-dir in [tool.relay-local] of the "
+        "pyproject.toml beside the template, if any)",
     )
     parser.add_argument("--reload", action="store_true", help="re-import functions when their files change")
     parser.add_argument(
@@ -148,23 +148,20 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str]:
         overrides = _parameter_overrides(arguments.parameter_overrides)
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    if arguments.static_dir is not None and not arguments.static_dir.is_dir():
-        parser.error(f"--static-dir {arguments.static_dir} is not a directory")
+    static_dir = arguments.static_dir
+    if static_dir is None:
+        static_dir = project_static_dir(arguments.template)
+    if static_dir is not None and not static_dir.is_dir():
+        parser.error(f"static dir {static_dir} is not a directory")
+    given = vars(arguments)
     options = Options(
-        template=arguments.template,
-        host=arguments.host,
-        ws_port=arguments.ws_port,
-        http_port=arguments.http_port,
-        stage=arguments.stage,
-        dynamodb_endpoint=arguments.dynamodb_endpoint,
+        **{
+            field.name: given[field.name]
+            for field in fields(Options)
+            if field.name not in ("parameter_overrides", "static_dir")
+        },
         parameter_overrides=overrides,
-        stack_name=arguments.stack_name,
-        region=arguments.region,
-        idle_timeout=arguments.idle_timeout,
-        max_connection_duration=arguments.max_connection_duration,
-        workers_per_function=arguments.workers_per_function,
-        reload=arguments.reload,
-        static_dir=arguments.static_dir,
+        static_dir=static_dir,
     )
     return options, arguments.log_level
 

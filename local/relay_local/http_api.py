@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from relay_local.events import http_api_event
+from relay_local.invocation import Invoke
 from relay_local.template import HttpRoute
-from relay_local.workers import Invocation
 
 log = logging.getLogger("relay_local")
-
-# (function logical id, event, route key, label for the log line)
-Invoke = Callable[[str, dict[str, Any], str, str], Awaitable[tuple[Invocation, str]]]
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from relay_local.invocation import Invocation
 from relay_local.template import Function
 
 log = logging.getLogger("relay_local")
@@ -29,22 +29,6 @@ function_log = logging.getLogger("relay_local.function")
 # Events are at most 128 KB of body plus metadata; answers may be larger.
 _CHANNEL_LIMIT = 64 * 1024 * 1024
 _START_TIMEOUT_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """What came back from one invocation."""
-
-    # "ok", "error" (the handler raised), "timeout", "crash", or "dropped" (queued while
-    # relay-local was stopping, never run)
-    status: str
-    result: Any = None
-    error: dict[str, Any] | None = None
-    duration_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 class FunctionStartError(Exception):
