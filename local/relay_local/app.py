@@ -210,6 +210,7 @@ class RelayLocal:
         self.dynamodb_endpoint = dynamodb_endpoint
 
         client_host = _client_host(options.host)
+        api_id = template.websocket_api.api_id
         extra = {
             DYNAMODB_ENDPOINT_VARIABLE: dynamodb_endpoint,
             MANAGEMENT_ENDPOINT_VARIABLE: f"http://{client_host}:{self.ws_port}/{stage}",
@@ -219,7 +220,12 @@ class RelayLocal:
             self.pools[function_id] = FunctionPool(
                 function,
                 environment,
-                worker_spec(function, template.function_arn(function)),
+                worker_spec(
+                    function,
+                    template.function_arn(function),
+                    api_id=api_id,
+                    management_endpoint=f"http://{client_host}:{self.ws_port}",
+                ),
                 options.workers_per_function,
             )
         try:
@@ -231,7 +237,8 @@ class RelayLocal:
             template.websocket_api,
             GatewaySettings(
                 stage=stage,
-                api_id=local_api_id(template.websocket_api.logical_id),
+                api_id=api_id,
+                region=options.region,
                 idle_timeout_seconds=options.idle_timeout,
                 max_connection_seconds=options.max_connection_duration,
             ),

@@ -281,7 +281,7 @@ class WebSocketConnection(asyncio.Protocol):
     async def _authorize(self, authorizer: Authorizer, request: Request, query: str) -> tuple[int, dict[str, Any]]:
         """Run the $connect route's REQUEST authorizer (never cached); (status, its context)."""
         assert self.facts is not None
-        headers = request.headers.raw_items()
+        headers = list(request.headers.raw_items())
         if identity_values(authorizer, headers, parse_qsl(query, keep_blank_values=True)) is None:
             return 401, {}
         settings = self.gateway.settings

@@ -285,8 +285,13 @@ def worker_environment(
     return environment
 
 
-def worker_spec(function: Function, function_arn: str) -> dict[str, Any]:
+def worker_spec(
+    function: Function, function_arn: str, *, api_id: str = "", management_endpoint: str = ""
+) -> dict[str, Any]:
+    """What a worker needs to know: code, handler, context values, and where the local API is."""
     return {
+        "api_id": api_id,
+        "management_endpoint": management_endpoint,
         "code_dir": str(function.code_dir),
         "layer_paths": [str(path) for path in function.layer_paths],
         "module": function.handler_module,
