@@ -14,18 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from aiohttp import web
+
 from relay_local.apigateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNECTION_SECONDS, RouteSelector
 from relay_local.dynamodb import EMBEDDED_CREDENTIALS, DynamoDbError, EmbeddedDynamoDb, create_tables
 from relay_local.gateway import Gateway, GatewaySettings
-from relay_local.http_api import HttpApi
+from relay_local.http_api import ControlRoute, HttpApi
 from relay_local.intrinsics import local_api_id
 from relay_local.invocation import Invocation
+from relay_local.sources import EventSources, SourceError
 from relay_local.template import Template, TemplateError, load_template
 from relay_local.workers import FunctionPool, FunctionStartError, worker_environment, worker_spec
 
 log = logging.getLogger("relay_local")
 
 MANAGEMENT_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"
+# GET <http port>/_relay-local/endpoints.json: {"webSocketUrl", "stage", "managementApiUrl"}.
+ENDPOINTS_PATH = "/endpoints.json"
 DYNAMODB_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_DYNAMODB"
 # What a worker may inherit from relay-local's own environment: how to find credentials
 # when --dynamodb-endpoint points at real AWS (the SDK's usual chain).
@@ -39,6 +44,9 @@ _CREDENTIAL_VARIABLES = (
     "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_CA_BUNDLE",
 )
+
+
+_LOGGED_BODY_CHARACTERS = 500
 
 
 class StartupError(Exception):
@@ -93,7 +101,11 @@ def _describe(invocation: Invocation) -> str:
     if invocation.status == "ok":
         result = invocation.result
         if isinstance(result, dict) and "statusCode" in result:
-            return str(result["statusCode"])
+            status = str(result["statusCode"])
+            if not status.startswith("2") and result.get("body"):
+                # A refusal's reason is in its body; API Gateway's clients never see it.
+                return f"{status} {str(result['body'])[:_LOGGED_BODY_CHARACTERS]}"
+            return status
         return "ok"
     if invocation.status == "error" and invocation.error:
         return f"error {invocation.error.get('errorType', '')}: {invocation.error.get('errorMessage', '')}"
@@ -108,7 +120,11 @@ class RelayLocal:
         self.pools: dict[str, FunctionPool] = {}
         self.gateway: Gateway | None = None
         self.http_api: HttpApi | None = None
-        self.dynamodb: EmbeddedDynamoDb | None = None
+        self.dynamodb: EmbeddedDynamoDb | None = None  # moto: DynamoDB, SQS and SNS
+        self.moto_endpoint = ""
+        self.dynamodb_endpoint = ""
+        self.credentials: dict[str, str] = {}
+        self.sources: EventSources | None = None
         self.ws_port = 0
         self.http_port = 0
         self._stop = asyncio.Event()
@@ -123,6 +139,7 @@ class RelayLocal:
                 stack_name=options.stack_name,
                 region=options.region,
                 parameter_overrides=options.parameter_overrides,
+                api_endpoint=f"ws://{_client_host(options.host)}:{options.ws_port}",
             )
         except TemplateError as error:
             raise StartupError(str(error)) from None
@@ -136,14 +153,12 @@ class RelayLocal:
             RouteSelector(template.websocket_api)
         except ValueError as error:
             raise StartupError(str(error)) from None
-        served = {route.function_id for route in template.websocket_api.routes.values()}
-        served |= {route.function_id for route in template.http_routes}
-        for function_id in sorted(served):
-            function = template.functions[function_id]
+        for function_id, function in sorted(template.functions.items()):
             if not function.code_dir.is_dir():
                 raise StartupError(f"{function_id}: CodeUri {function.code_dir} does not exist")
             if function.handler_file() is None:
-                module_path = Path(*function.handler_module.split(".")).with_suffix(".py")
+                suffix = ".mjs or .js" if function.is_node else ".py"
+                module_path = function.handler.rpartition(".")[0] + suffix
                 raise StartupError(
                     f"{function_id}: handler file {function.code_dir / module_path} is missing "
                     f"(Handler: {function.handler})"
@@ -159,6 +174,11 @@ class RelayLocal:
             )
         for warning in template.warnings:
             log.warning("%s", warning)
+        if template.unsupported:
+            log.warning(
+                "Not served by relay-local (listed once):\n%s",
+                "\n".join(f"  - {item}" for item in template.unsupported),
+            )
         self.template = template
         return template
 
@@ -176,6 +196,75 @@ class RelayLocal:
             passthrough.update(EMBEDDED_CREDENTIALS)
         return passthrough
 
+    async def start_backends(self, template: Template) -> None:
+        """DynamoDB (embedded or --dynamodb-endpoint) with the template's tables; queues and topics."""
+        options = self.options
+        embedded = options.dynamodb_endpoint is None
+        needs_moto = embedded or bool(template.queues or template.topics)
+        if needs_moto:
+            self.dynamodb = EmbeddedDynamoDb()
+            self.moto_endpoint = await asyncio.to_thread(self.dynamodb.start)
+        self.dynamodb_endpoint = self.moto_endpoint if embedded else str(options.dynamodb_endpoint)
+        self.credentials = self._credentials(embedded)
+        try:
+            self.created_tables = await asyncio.to_thread(
+                create_tables,
+                list(template.tables.values()),
+                endpoint=self.dynamodb_endpoint,
+                region=options.region,
+                credentials=self.credentials,
+            )
+        except DynamoDbError as error:
+            raise StartupError(str(error)) from None
+        self.sources = EventSources(
+            template,
+            self.invoke,
+            endpoint=self.moto_endpoint or self.dynamodb_endpoint,
+            dynamodb_endpoint=self.dynamodb_endpoint,
+            region=options.region,
+            credentials=self.credentials,
+        )
+        try:
+            await asyncio.to_thread(self.sources.create)
+        except SourceError as error:
+            raise StartupError(str(error)) from None
+
+    def endpoint_variables(self) -> dict[str, str]:
+        """The SDK endpoint variables that send the functions' AWS calls to the local backends."""
+        variables = {DYNAMODB_ENDPOINT_VARIABLE: self.dynamodb_endpoint}
+        if self.options.dynamodb_endpoint is None:
+            variables["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"] = self.dynamodb_endpoint
+        if self.moto_endpoint:
+            variables["AWS_ENDPOINT_URL_SQS"] = self.moto_endpoint
+            variables["AWS_ENDPOINT_URL_SNS"] = self.moto_endpoint
+        return variables
+
+    async def start_functions(self, template: Template, *, management_endpoint: str, stage: str) -> None:
+        """A warm pool of workers per function (one worker started now, to report import errors)."""
+        extra = self.endpoint_variables()
+        if management_endpoint:
+            extra[MANAGEMENT_ENDPOINT_VARIABLE] = f"{management_endpoint}/{stage}"
+        api_id = template.websocket_api.api_id if template.websocket_api is not None else ""
+        for function_id, function in template.functions.items():
+            environment = worker_environment(
+                function, region=self.options.region, extra=extra, passthrough=self.credentials
+            )
+            self.pools[function_id] = FunctionPool(
+                function,
+                environment,
+                worker_spec(
+                    function,
+                    template.function_arn(function),
+                    api_id=api_id,
+                    management_endpoint=management_endpoint,
+                ),
+                self.options.workers_per_function,
+            )
+        try:
+            await asyncio.gather(*(pool.warm_up() for pool in self.pools.values()))
+        except FunctionStartError as error:
+            raise StartupError(str(error), exit_code=1) from None
+
     async def start(self) -> None:
         template = self.load()
         assert template.websocket_api is not None
@@ -189,49 +278,10 @@ class RelayLocal:
             raise
         self.ws_port = ws_socket.getsockname()[1]
         self.http_port = http_socket.getsockname()[1]
-
-        embedded = options.dynamodb_endpoint is None
-        if embedded:
-            self.dynamodb = EmbeddedDynamoDb()
-            dynamodb_endpoint = await asyncio.to_thread(self.dynamodb.start)
-        else:
-            dynamodb_endpoint = str(options.dynamodb_endpoint)
-        credentials = self._credentials(embedded)
-        try:
-            self.created_tables = await asyncio.to_thread(
-                create_tables,
-                list(template.tables.values()),
-                endpoint=dynamodb_endpoint,
-                region=options.region,
-                credentials=credentials,
-            )
-        except DynamoDbError as error:
-            raise StartupError(str(error)) from None
-        self.dynamodb_endpoint = dynamodb_endpoint
-
+        await self.start_backends(template)
         client_host = _client_host(options.host)
         api_id = template.websocket_api.api_id
-        extra = {
-            DYNAMODB_ENDPOINT_VARIABLE: dynamodb_endpoint,
-            MANAGEMENT_ENDPOINT_VARIABLE: f"http://{client_host}:{self.ws_port}/{stage}",
-        }
-        for function_id, function in template.functions.items():
-            environment = worker_environment(function, region=options.region, extra=extra, passthrough=credentials)
-            self.pools[function_id] = FunctionPool(
-                function,
-                environment,
-                worker_spec(
-                    function,
-                    template.function_arn(function),
-                    api_id=api_id,
-                    management_endpoint=f"http://{client_host}:{self.ws_port}",
-                ),
-                options.workers_per_function,
-            )
-        try:
-            await asyncio.gather(*(pool.warm_up() for pool in self.pools.values()))
-        except FunctionStartError as error:
-            raise StartupError(str(error), exit_code=1) from None
+        await self.start_functions(template, management_endpoint=f"http://{client_host}:{self.ws_port}", stage=stage)
 
         self.gateway = Gateway(
             template.websocket_api,
@@ -247,9 +297,54 @@ class RelayLocal:
         await self.gateway.start(ws_socket)
         static_dir = options.static_dir
         self.static_dir = static_dir
-        self.http_api = HttpApi(template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir)
-        await self.http_api.start(http_socket)
         self.stage = stage
+        self.http_api = HttpApi(
+            template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir, self.control_routes()
+        )
+        await self.http_api.start(http_socket)
+        assert self.sources is not None
+        self.sources.start()
+
+    # ---- relay-local's own routes on the HTTP port -------------------------------------
+
+    def control_routes(self) -> list[ControlRoute]:
+        return [
+            ("GET", ENDPOINTS_PATH, self._endpoints),
+            ("POST", "/expire", self._expire),
+            ("POST", "/schedules/{name}", self._fire_schedule),
+        ]
+
+    async def _endpoints(self, request: web.Request) -> web.StreamResponse:
+        """Where a page served here finds the WebSocket API: the host it was loaded from, the WebSocket port."""
+        host = request.url.host or _client_host(self.options.host)
+        host = f"[{host}]" if ":" in host else host
+        return web.json_response(
+            {
+                "webSocketUrl": f"ws://{host}:{self.ws_port}/{self.stage}",
+                "stage": self.stage,
+                "managementApiUrl": f"http://{host}:{self.ws_port}/{self.stage}",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _expire(self, request: web.Request) -> web.StreamResponse:
+        assert self.sources is not None
+        try:
+            at = float(request.query["at"]) if "at" in request.query else None
+        except ValueError:
+            return web.json_response({"message": "at must be a number of seconds since the epoch"}, status=400)
+        deleted = await asyncio.to_thread(self.sources.expire, at)
+        log.info("TTL simulation deleted %s", ", ".join(f"{count} from {name}" for name, count in deleted.items()))
+        return web.json_response({"deleted": deleted})
+
+    async def _fire_schedule(self, request: web.Request) -> web.StreamResponse:
+        assert self.sources is not None
+        name = request.match_info["name"]
+        invocation = await self.sources.fire(name)
+        if invocation is None:
+            known = ", ".join(sorted(self.sources.schedules())) or "none"
+            return web.json_response({"message": f"no schedule {name}; the template has: {known}"}, status=404)
+        return web.json_response({"status": invocation.status, "result": invocation.result, "error": invocation.error})
 
     async def invoke(
         self, function_id: str, event: dict[str, Any], route_key: str, connection_id: str
@@ -323,6 +418,8 @@ class RelayLocal:
             await self.stop()
 
     async def stop(self) -> None:
+        if self.sources is not None:
+            await self.sources.close()
         for pool in self.pools.values():
             pool.dropping = True
         if self.gateway is not None:

@@ -7,12 +7,17 @@ import asyncio
 import logging
 import os
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
 from relay_local.apigateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNECTION_SECONDS
 from relay_local.app import Options, RelayLocal, StartupError
+from relay_local.http_api import CONTROL_PREFIX
 from relay_local.project import project_static_dir
 
 
@@ -62,8 +67,10 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay-local",
-        description="Serve a SAM template's WebSocket API (with its Management API), its HttpApi routes "
-        "and its DynamoDB tables on this machine, running each function as Lambda would.",
+        description="Serve a SAM template's WebSocket API (with its Management API), its HttpApi routes, "
+        "its DynamoDB tables, queues and topics on this machine, running each function as Lambda would. "
+        "Other commands: `relay-local expire` (simulate DynamoDB TTL deletions), `relay-local schedule NAME` "
+        "(fire a schedule); each has --help.",
     )
     parser.add_argument(
         "--template",
@@ -175,8 +182,64 @@ def configure_logging(level: str) -> None:
     logger.propagate = False
 
 
+def _control_parser(command: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"relay-local {command}", description=description)
+    parser.add_argument(
+        "--url",
+        default="http://127.0.0.1:3000",
+        help="the running relay-local's HTTP API (default: %(default)s)",
+    )
+    return parser
+
+
+def _post(url: str) -> int:
+    """POST to a running relay-local's control route; its JSON answer goes to stdout."""
+    request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310 - a URL the user gave
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+            print(response.read().decode("utf-8"))
+            return 0
+    except urllib.error.HTTPError as error:
+        print(error.read().decode("utf-8", "replace"), file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as error:
+        print(f"relay-local: error: no relay-local answers at {url}: {error}", file=sys.stderr)
+        return 2
+
+
+def expire_main(argv: Sequence[str]) -> int:
+    parser = _control_parser(
+        "expire",
+        "Delete, as DynamoDB's TTL service would, every item of the template's TTL tables whose TTL has passed; "
+        "the deletions reach stream consumers with the TTL service's userIdentity.",
+    )
+    parser.add_argument(
+        "--in",
+        dest="ahead",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pretend the clock is this many seconds ahead (default: 0)",
+    )
+    arguments = parser.parse_args(argv)
+    at = time.time() + arguments.ahead
+    return _post(f"{arguments.url.rstrip('/')}{CONTROL_PREFIX}/expire?at={at}")
+
+
+def schedule_main(argv: Sequence[str]) -> int:
+    parser = _control_parser("schedule", "Fire one of the template's schedules now (Function.EventId or rule name).")
+    parser.add_argument("name")
+    arguments = parser.parse_args(argv)
+    name = urllib.parse.quote(arguments.name, safe="")
+    return _post(f"{arguments.url.rstrip('/')}{CONTROL_PREFIX}/schedules/{name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    options, log_level = parse_options(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    commands = {"expire": expire_main, "schedule": schedule_main}
+    if arguments and arguments[0] in commands:
+        return commands[arguments[0]](arguments[1:])
+    options, log_level = parse_options(arguments)
     configure_logging(log_level)
     relay = RelayLocal(options)
     try:
