@@ -131,7 +131,7 @@ class RelayLocal:
 
     # ---- start-up --------------------------------------------------------------------
 
-    def load(self) -> Template:
+    def load(self, *, serve: bool = True) -> Template:
         options = self.options
         try:
             template = load_template(
@@ -143,14 +143,15 @@ class RelayLocal:
             )
         except TemplateError as error:
             raise StartupError(str(error)) from None
-        if template.websocket_api is None:
+        if template.websocket_api is None and serve:
             raise StartupError(
                 f"{options.template} has no WebSocket API (AWS::Serverless::WebSocketApi, or AWS::ApiGatewayV2::Api "
                 "with ProtocolType WEBSOCKET); "
                 "relay-local has nothing to serve"
             )
         try:
-            RouteSelector(template.websocket_api)
+            if template.websocket_api is not None:
+                RouteSelector(template.websocket_api)
         except ValueError as error:
             raise StartupError(str(error)) from None
         for function_id, function in sorted(template.functions.items()):
@@ -239,13 +240,25 @@ class RelayLocal:
             variables["AWS_ENDPOINT_URL_SNS"] = self.moto_endpoint
         return variables
 
-    async def start_functions(self, template: Template, *, management_endpoint: str, stage: str) -> None:
+    async def start_functions(
+        self,
+        template: Template,
+        *,
+        management_endpoint: str,
+        stage: str,
+        only: str | None = None,
+        environment_overrides: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         """A warm pool of workers per function (one worker started now, to report import errors)."""
         extra = self.endpoint_variables()
         if management_endpoint:
             extra[MANAGEMENT_ENDPOINT_VARIABLE] = f"{management_endpoint}/{stage}"
         api_id = template.websocket_api.api_id if template.websocket_api is not None else ""
         for function_id, function in template.functions.items():
+            if only is not None and function_id != only:
+                continue
+            overrides = (environment_overrides or {}).get(function_id, {})
+            function.environment.update(overrides)
             environment = worker_environment(
                 function, region=self.options.region, extra=extra, passthrough=self.credentials
             )
@@ -399,6 +412,40 @@ class RelayLocal:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def invoke_once(
+        self, function_id: str, event: Any, environment_overrides: dict[str, dict[str, str]]
+    ) -> Invocation:
+        """`relay-local invoke`: one function, once, against the local backends (sam local invoke's job)."""
+        template = self.template
+        assert template is not None
+        management_endpoint = ""
+        stage = template.websocket_api.stage if template.websocket_api is not None else ""
+        try:
+            if template.websocket_api is not None:
+                # Its @connections, with nobody connected: a post answers 410 Gone, as AWS would
+                # for the connection id of a fixture.
+                ws_socket = bind(_client_host(self.options.host), 0, "Management API")
+                self.ws_port = ws_socket.getsockname()[1]
+                management_endpoint = f"http://{_client_host(self.options.host)}:{self.ws_port}"
+                self.gateway = Gateway(
+                    template.websocket_api,
+                    GatewaySettings(stage=stage, api_id=template.websocket_api.api_id, region=self.options.region),
+                    self.invoke,
+                )
+                await self.gateway.start(ws_socket)
+            await self.start_backends(template)
+            await self.start_functions(
+                template,
+                management_endpoint=management_endpoint,
+                stage=stage,
+                only=function_id,
+                environment_overrides=environment_overrides,
+            )
+            invocation, _ = await self.invoke(function_id, event, "invoke", "-")
+            return invocation
+        finally:
+            await self.stop()
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -14,11 +15,13 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from relay_local.apigateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNECTION_SECONDS
 from relay_local.app import Options, RelayLocal, StartupError
 from relay_local.http_api import CONTROL_PREFIX
 from relay_local.project import project_static_dir
+from relay_local.template import Template
 
 
 class _Formatter(logging.Formatter):
@@ -148,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, str]:
-    parser = build_parser()
+def parse_options(
+    argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> tuple[Options, str]:
+    parser = parser or build_parser()
     arguments = parser.parse_args(argv)
     try:
         overrides = _parameter_overrides(arguments.parameter_overrides)
@@ -234,9 +239,80 @@ def schedule_main(argv: Sequence[str]) -> int:
     return _post(f"{arguments.url.rstrip('/')}{CONTROL_PREFIX}/schedules/{name}")
 
 
+def _environment_overrides(path: Path | None, template: Template) -> dict[str, dict[str, str]]:
+    """sam local invoke's --env-vars file: {"Parameters": {...}, "<FunctionLogicalId>": {...}}.
+
+    As with SAM, only variables the template gives the function can be overridden.
+    """
+    if path is None:
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StartupError(f"--env-vars {path}: {error}") from None
+    if not isinstance(document, dict):
+        raise StartupError(f"--env-vars {path}: expected a JSON object")
+    overrides: dict[str, dict[str, str]] = {}
+    for function_id, function in template.functions.items():
+        values = {**(document.get("Parameters") or {}), **(document.get(function_id) or {})}
+        overrides[function_id] = {name: str(value) for name, value in values.items() if name in function.environment}
+    return overrides
+
+
+def _read_event(source: str | None) -> Any:
+    if source is None:
+        return {}
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        return json.loads(text)
+    except (OSError, ValueError) as error:
+        raise StartupError(f"--event {source}: {error}") from None
+
+
+def invoke_main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    parser.prog = "relay-local invoke"
+    parser.description = (
+        "Invoke one function of the template once, as `sam local invoke` does but without Docker: the result "
+        "goes to stdout, the logs to stderr; DynamoDB is the embedded one (or --dynamodb-endpoint)."
+    )
+    parser.add_argument("function", nargs="?", help="logical id or name (may be left out if there is one function)")
+    parser.add_argument("--event", "-e", metavar="EVENT.json", help="the event (- for stdin; default: {})")
+    parser.add_argument("--env-vars", "-n", type=Path, metavar="FILE", help="JSON file of environment overrides")
+    arguments = parser.parse_args(argv)
+    options, log_level = parse_options(argv, parser)
+    # The function's own log lines, and relay-local's warnings only (a sam local invoke's stderr).
+    configure_logging(log_level if log_level != "INFO" else "WARNING")
+    logging.getLogger("relay_local.function").setLevel(logging.INFO)
+    relay = RelayLocal(options)
+    try:
+        template = relay.load(serve=False)
+        function_id = _function_id(template, arguments.function)
+        event = _read_event(arguments.event)
+        overrides = _environment_overrides(arguments.env_vars, template)
+        invocation = asyncio.run(relay.invoke_once(function_id, event, overrides))
+    except StartupError as error:
+        print(f"relay-local: error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
+    answer = invocation.result if invocation.ok else invocation.error
+    print(json.dumps(answer), flush=True)
+    return 0 if invocation.ok else 1
+
+
+def _function_id(template: Template, wanted: str | None) -> str:
+    if wanted is None:
+        if len(template.functions) == 1:
+            return next(iter(template.functions))
+        raise StartupError(f"name a function: {', '.join(sorted(template.functions))}")
+    for function_id, function in template.functions.items():
+        if wanted in (function_id, function.name):
+            return function_id
+    raise StartupError(f"no function {wanted} in the template; it has {', '.join(sorted(template.functions))}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    commands = {"expire": expire_main, "schedule": schedule_main}
+    commands = {"expire": expire_main, "schedule": schedule_main, "invoke": invoke_main}
     if arguments and arguments[0] in commands:
         return commands[arguments[0]](arguments[1:])
     options, log_level = parse_options(arguments)
