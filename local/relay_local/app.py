@@ -22,6 +22,7 @@ from relay_local.gateway import Gateway, GatewaySettings
 from relay_local.http_api import ControlRoute, HttpApi
 from relay_local.intrinsics import local_api_id
 from relay_local.invocation import Invocation
+from relay_local.runtimes import Installer, InstallError, InterpreterChooser, default_cache_dir, prepare_sandbox
 from relay_local.sources import EventSources, SourceError
 from relay_local.template import Template, TemplateError, load_template
 from relay_local.workers import FunctionPool, FunctionStartError, worker_environment, worker_spec
@@ -47,6 +48,9 @@ _CREDENTIAL_VARIABLES = (
 
 
 _LOGGED_BODY_CHARACTERS = 500
+# How long $disconnect invocations may take once relay-local is asked to stop; workers still
+# busy after that are killed, so that it stops within 10 s of SIGTERM.
+_STOP_GRACE_SECONDS = 5.0
 
 
 class StartupError(Exception):
@@ -73,6 +77,8 @@ class Options:
     workers_per_function: int = 4
     reload: bool = False
     static_dir: Path | None = None
+    skip_install: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
 
 
 def bind(host: str, port: int, what: str) -> socket.socket:
@@ -167,12 +173,6 @@ class RelayLocal:
         for layer_path in {path for function in template.functions.values() for path in function.layer_paths}:
             if not layer_path.is_dir():
                 raise StartupError(f"Layer content {layer_path} does not exist")
-        running = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        runtimes = sorted({function.runtime for function in template.functions.values()} - {running, ""})
-        if runtimes:
-            template.warnings.append(
-                f"functions run on this interpreter ({running}), not on the template's {', '.join(runtimes)}"
-            )
         for warning in template.warnings:
             log.warning("%s", warning)
         if template.unsupported:
@@ -254,13 +254,37 @@ class RelayLocal:
         if management_endpoint:
             extra[MANAGEMENT_ENDPOINT_VARIABLE] = f"{management_endpoint}/{stage}"
         api_id = template.websocket_api.api_id if template.websocket_api is not None else ""
-        for function_id, function in template.functions.items():
-            if only is not None and function_id != only:
-                continue
-            overrides = (environment_overrides or {}).get(function_id, {})
-            function.environment.update(overrides)
+        chooser = InterpreterChooser()
+        installer = None if self.options.skip_install else Installer(self.options.cache_dir)
+        chosen = {
+            function_id: function for function_id, function in template.functions.items() if only in (None, function_id)
+        }
+        try:
+            sandboxes = await asyncio.to_thread(
+                lambda: {
+                    function_id: prepare_sandbox(function, chooser, installer)
+                    for function_id, function in chosen.items()
+                }
+            )
+        except InstallError as error:
+            raise StartupError(str(error), exit_code=1) from None
+        if self.options.skip_install:
+            log.warning(
+                "--skip-install: Python functions run on relay-local's own interpreter (%s) and packages, "
+                "whatever their Runtime",
+                f"python{sys.version_info.major}.{sys.version_info.minor}",
+            )
+        for warning in chooser.warnings:
+            if not (self.options.skip_install and warning.startswith("python")):
+                log.warning("%s", warning)
+        for function_id, function in chosen.items():
+            function.environment.update((environment_overrides or {}).get(function_id, {}))
+            sandbox = sandboxes[function_id]
             environment = worker_environment(
-                function, region=self.options.region, extra=extra, passthrough=self.credentials
+                function,
+                region=self.options.region,
+                extra={**extra, **sandbox.environment()},
+                passthrough=self.credentials,
             )
             self.pools[function_id] = FunctionPool(
                 function,
@@ -268,10 +292,12 @@ class RelayLocal:
                 worker_spec(
                     function,
                     template.function_arn(function),
+                    sandbox.import_path,
                     api_id=api_id,
                     management_endpoint=management_endpoint,
                 ),
                 self.options.workers_per_function,
+                sandbox.command(),
             )
         try:
             await asyncio.gather(*(pool.warm_up() for pool in self.pools.values()))
@@ -470,7 +496,7 @@ class RelayLocal:
         for pool in self.pools.values():
             pool.dropping = True
         if self.gateway is not None:
-            await self.gateway.close()
+            await self.gateway.close(timeout=_STOP_GRACE_SECONDS)
         if self.http_api is not None:
             await self.http_api.close()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
@@ -490,7 +516,7 @@ class RelayLocal:
         watched = [*roots, template_path]
 
         def relevant(_change: object, path: str) -> bool:
-            return path.endswith(".py") or path == template_path
+            return path.endswith((".py", ".js", ".mjs", ".cjs")) or path == template_path
 
         async for changes in awatch(*watched, watch_filter=relevant):
             changed = [path for _change, path in changes]

@@ -21,6 +21,7 @@ from relay_local.apigateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CON
 from relay_local.app import Options, RelayLocal, StartupError
 from relay_local.http_api import CONTROL_PREFIX
 from relay_local.project import project_static_dir
+from relay_local.runtimes import default_cache_dir
 from relay_local.template import Template
 
 
@@ -142,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         "pyproject.toml beside the template, if any)",
     )
     parser.add_argument("--reload", action="store_true", help="re-import functions when their files change")
+    parser.add_argument(
+        "--skip-install",
+        action="store_true",
+        help="install nothing: run every function on relay-local's own interpreter and packages, as they are",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="where requirements and the runtimes' SDKs are installed, once per content hash (default: %(default)s)",
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -284,6 +296,7 @@ def invoke_main(argv: Sequence[str]) -> int:
     # The function's own log lines, and relay-local's warnings only (a sam local invoke's stderr).
     configure_logging(log_level if log_level != "INFO" else "WARNING")
     logging.getLogger("relay_local.function").setLevel(logging.INFO)
+    logging.getLogger("relay_local.install").setLevel(logging.INFO)
     relay = RelayLocal(options)
     try:
         template = relay.load(serve=False)

@@ -426,25 +426,34 @@ class Gateway:
             app.router.add_route("GET", prefix + "/@connections/{connection_id}", management.get)
             app.router.add_route("DELETE", prefix + "/@connections/{connection_id}", management.delete)
         app.router.add_route("*", "/{tail:.*}", management.not_found)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: FrontDoor(self), sock=sock)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float) -> None:
         """Close every connection as API Gateway would (1001), and let their $disconnect run.
 
         The port stays open meanwhile: $disconnect handlers use the Management API on it.
+        What has not finished within `timeout` seconds (a $disconnect behind a busy handler)
+        is cancelled: relay-local stops promptly whatever its functions do.
         """
         self.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         connections = list(self.connections.values())
         for connection in connections:
             connection.close_by_server(CloseCode.GOING_AWAY, "Going away")
         waiting = [connection.closed for connection in connections]
         if waiting:
-            await asyncio.wait(waiting, timeout=_CLOSE_HANDSHAKE_SECONDS * 2)
+            await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0.1))
         if self._background:
-            await asyncio.wait(list(self._background), timeout=60)
+            _, late = await asyncio.wait(list(self._background), timeout=max(deadline - loop.time(), 0.1))
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("Stopping: %d $disconnect invocations did not finish in time and were abandoned", len(late))
+                await asyncio.wait(late, timeout=1.0)
         if self._server is not None:
             self._server.close()
         if self._runner is not None:

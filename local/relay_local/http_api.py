@@ -161,7 +161,7 @@ class HttpApi:
         for method, path, handler in self.control_routes:
             app.router.add_route(method, CONTROL_PREFIX + path, handler)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 

@@ -64,14 +64,16 @@ def _log_error(payload: dict[str, Any]) -> None:
     sys.stderr.flush()
 
 
-def _isolate_import_path(code_dir: str, layer_paths: list[str]) -> None:
-    """Function code first, then layers, then the runtime's own packages; nothing of the project."""
-    # sys.path[0] is the working directory `python -m` started in; the rest is the
-    # interpreter's standard library and installed packages, Lambda's runtime equivalent.
-    runtime_paths = [entry for entry in sys.path[1:] if entry and entry != code_dir]
-    sys.path[:] = [code_dir, *layer_paths, *runtime_paths]
+def _isolate_import_path(import_path: list[str]) -> None:
+    """The function's own path first (code, its requirements, layers, the runtime SDK), then the
+    interpreter's standard library; nothing of relay-local's project."""
+    script_dir = os.path.dirname(os.path.abspath(__file__))
+    runtime_paths = [
+        entry for entry in sys.path if entry and os.path.abspath(entry) != script_dir and entry not in import_path
+    ]
+    sys.path[:] = [*import_path, *runtime_paths]
     # An editable install of the project would otherwise make its packages importable
-    # from every function, layer or not.
+    # from every function, layer or not (when relay-local runs functions as they are).
     sys.meta_path[:] = [
         finder for finder in sys.meta_path if not getattr(finder, "__module__", "").startswith("__editable__")
     ]
@@ -163,7 +165,7 @@ def _load_handler(spec: dict[str, Any]) -> Callable[[Any, LambdaContext], Any]:
 
 def serve(channel: socket.socket, incoming: BinaryIO) -> int:
     spec = json.loads(incoming.readline())
-    _isolate_import_path(spec["code_dir"], spec["layer_paths"])
+    _isolate_import_path(spec["import_path"])
     if spec.get("management_endpoint"):
         _install_botocore_redirect(spec["api_id"], spec["management_endpoint"])
     os.chdir(spec["code_dir"])  # Lambda's working directory is the task root

@@ -184,3 +184,25 @@ def test_the_authorizer_refuses(
 def route_records(relay: RelayLocalProcess) -> set[str]:
     items = relay.dynamodb().scan(TableName="local-Seen")["Items"]
     return {item["id"]["S"] for item in items} - {"authorizer-calls"}
+
+
+def test_node_es_module_chat_with_the_runtime_sdk_v3() -> None:
+    """Node.js 20, ES modules, SDK v3 from the runtime, endpoint built from apiId and region."""
+    relay = serve("chat_node")
+    try:
+        table = "local-ConnectionsTable"
+
+        async def scenario() -> None:
+            async with connect(f"{relay.ws_url}/prod") as alice, connect(f"{relay.ws_url}/prod") as bob:
+                items = relay.dynamodb().scan(TableName=table)["Items"]
+                assert len(items) == 2
+                # ttl from the package.json dependency (ms("2h")), installed as sam build would.
+                assert all(int(item["ttl"]["N"]) > time.time() + 3600 for item in items)
+                await bob.send(json.dumps({"action": "sendmessage", "data": "from node"}))
+                assert [await receive(ws) for ws in (alice, bob)] == ["from node"] * 2
+
+        asyncio.run(scenario())
+        wait_until(lambda: relay.dynamodb().scan(TableName=table)["Items"] == [], "$disconnect")
+        assert "Invoke Error" not in relay.output()
+    finally:
+        assert relay.stop() == 0, relay.output()
