@@ -267,7 +267,11 @@ class Sandbox:
 
     def environment(self) -> dict[str, str]:
         if self.interpreter.is_node:
-            return {"NODE_PATH": os.pathsep.join(str(folder) for folder in self.import_path)}
+            return {
+                "NODE_PATH": os.pathsep.join(str(folder) for folder in self.import_path),
+                # The SDK a runtime bundles does not nag about the runtime's own Node.js version.
+                "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED": "true",
+            }
         return {}
 
 
