@@ -278,3 +278,42 @@ def test_sigterm_stops_relay_local_promptly_even_with_busy_workers() -> None:
             asyncio.run_coroutine_threadsafe(ws.close(), loop).result(EFFECT_TIMEOUT)
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
+
+
+def test_unsupported_features_and_invented_values_are_listed_once_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text("def handler(event, context):\n    return {'statusCode': 200}\n")
+    (tmp_path / "template.yaml").write_text(
+        """\
+Resources:
+  Api:
+    Type: AWS::Serverless::WebSocketApi
+    Properties:
+      RouteSelectionExpression: $request.body.action
+      ApiKeySelectionExpression: $request.header.x-api-key
+      Routes:
+        $default: {FunctionArn: !GetAtt Fn.Arn}
+  Bucket:
+    Type: AWS::S3::Bucket
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Handler: app.handler
+      Runtime: python3.13
+      VpcConfig: {SubnetIds: [subnet-1], SecurityGroupIds: [sg-1]}
+      Environment:
+        Variables:
+          BUCKET: !Ref Bucket
+          ALSO_BUCKET: !Ref Bucket
+"""
+    )
+    relay = start_relay_local("--template", str(tmp_path / "template.yaml"), "--ws-port", "0", "--http-port", "0")
+    try:
+        output = relay.output()
+        assert output.count("Not served by relay-local (listed once)") == 1
+        assert "Api: ApiKeySelectionExpression" in output
+        assert "Fn: VpcConfig" in output
+        assert output.count("!Ref Bucket (AWS::S3::Bucket) is not modelled") == 1
+    finally:
+        assert relay.stop() == 0
