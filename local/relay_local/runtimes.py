@@ -290,7 +290,11 @@ def prepare_sandbox(function: Function, chooser: InterpreterChooser, installer: 
         folders = [function.code_dir / "node_modules"]
         if (function.code_dir / "package.json").exists():
             folders.append(installer.node_dependencies(npm, function.code_dir))
-        folders += [layer / "node_modules" for layer in function.layer_paths]
+        for layer in function.layer_paths:
+            folders.append(layer / "node_modules")
+            # A layer built by sam build (BuildMethod nodejsNN.x) has its package.json at its root.
+            if (layer / "package.json").exists():
+                folders.append(installer.node_dependencies(npm, layer))
         folders.append(installer.node_sdk(npm))
         return Sandbox(interpreter, folders, isolated=True)
     path: list[Path] = [function.code_dir]

@@ -198,8 +198,9 @@ def test_node_es_module_chat_with_the_runtime_sdk_v3() -> None:
                 assert len(items) == 2
                 # ttl from the package.json dependency (ms("2h")), installed as sam build would.
                 assert all(int(item["ttl"]["N"]) > time.time() + 3600 for item in items)
-                await bob.send(json.dumps({"action": "sendmessage", "data": "from node"}))
-                assert [await receive(ws) for ws in (alice, bob)] == ["from node"] * 2
+                await bob.send(json.dumps({"action": "sendmessage", "data": "<b>from node</b>"}))
+                # Escaped by the layer's package.json dependency (escape-html).
+                assert [await receive(ws) for ws in (alice, bob)] == ["&lt;b&gt;from node&lt;/b&gt;"] * 2
 
         asyncio.run(scenario())
         wait_until(lambda: relay.dynamodb().scan(TableName=table)["Items"] == [], "$disconnect")
