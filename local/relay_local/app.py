@@ -14,21 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from aiohttp import web
+
+from relay_local.apigateway import DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNECTION_SECONDS, RouteSelector
 from relay_local.dynamodb import EMBEDDED_CREDENTIALS, DynamoDbError, EmbeddedDynamoDb, create_tables
-from relay_local.gateway import (
-    DEFAULT_IDLE_TIMEOUT_SECONDS,
-    DEFAULT_MAX_CONNECTION_SECONDS,
-    Gateway,
-    GatewaySettings,
-    RouteSelector,
-)
-from relay_local.http_api import HttpApi
-from relay_local.template import Template, TemplateError, load_template, local_api_id
-from relay_local.workers import FunctionPool, FunctionStartError, Invocation, worker_environment, worker_spec
+from relay_local.gateway import Gateway, GatewaySettings
+from relay_local.http_api import ControlRoute, HttpApi
+from relay_local.intrinsics import local_api_id
+from relay_local.invocation import Invocation
+from relay_local.runtimes import Installer, InstallError, InterpreterChooser, default_cache_dir, prepare_sandbox
+from relay_local.sources import EventSources, SourceError
+from relay_local.template import Template, TemplateError, load_template
+from relay_local.workers import FunctionPool, FunctionStartError, worker_environment, worker_spec
 
 log = logging.getLogger("relay_local")
 
 MANAGEMENT_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"
+# GET <http port>/_relay-local/endpoints.json: {"webSocketUrl", "stage", "managementApiUrl"}.
+ENDPOINTS_PATH = "/endpoints.json"
 DYNAMODB_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_DYNAMODB"
 # What a worker may inherit from relay-local's own environment: how to find credentials
 # when --dynamodb-endpoint points at real AWS (the SDK's usual chain).
@@ -42,6 +45,12 @@ _CREDENTIAL_VARIABLES = (
     "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_CA_BUNDLE",
 )
+
+
+_LOGGED_BODY_CHARACTERS = 500
+# How long $disconnect invocations may take once relay-local is asked to stop; workers still
+# busy after that are killed, so that it stops within 10 s of SIGTERM.
+_STOP_GRACE_SECONDS = 5.0
 
 
 class StartupError(Exception):
@@ -68,6 +77,8 @@ class Options:
     workers_per_function: int = 4
     reload: bool = False
     static_dir: Path | None = None
+    skip_install: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
 
 
 def bind(host: str, port: int, what: str) -> socket.socket:
@@ -96,7 +107,11 @@ def _describe(invocation: Invocation) -> str:
     if invocation.status == "ok":
         result = invocation.result
         if isinstance(result, dict) and "statusCode" in result:
-            return str(result["statusCode"])
+            status = str(result["statusCode"])
+            if not status.startswith("2") and result.get("body"):
+                # A refusal's reason is in its body; API Gateway's clients never see it.
+                return f"{status} {str(result['body'])[:_LOGGED_BODY_CHARACTERS]}"
+            return status
         return "ok"
     if invocation.status == "error" and invocation.error:
         return f"error {invocation.error.get('errorType', '')}: {invocation.error.get('errorMessage', '')}"
@@ -111,14 +126,18 @@ class RelayLocal:
         self.pools: dict[str, FunctionPool] = {}
         self.gateway: Gateway | None = None
         self.http_api: HttpApi | None = None
-        self.dynamodb: EmbeddedDynamoDb | None = None
+        self.dynamodb: EmbeddedDynamoDb | None = None  # moto: DynamoDB, SQS and SNS
+        self.moto_endpoint = ""
+        self.dynamodb_endpoint = ""
+        self.credentials: dict[str, str] = {}
+        self.sources: EventSources | None = None
         self.ws_port = 0
         self.http_port = 0
         self._stop = asyncio.Event()
 
     # ---- start-up --------------------------------------------------------------------
 
-    def load(self) -> Template:
+    def load(self, *, serve: bool = True) -> Template:
         options = self.options
         try:
             template = load_template(
@@ -126,26 +145,27 @@ class RelayLocal:
                 stack_name=options.stack_name,
                 region=options.region,
                 parameter_overrides=options.parameter_overrides,
+                api_endpoint=f"ws://{_client_host(options.host)}:{options.ws_port}",
             )
         except TemplateError as error:
             raise StartupError(str(error)) from None
-        if template.websocket_api is None:
+        if template.websocket_api is None and serve:
             raise StartupError(
-                f"{options.template} has no WebSocket API (a resource of type AWS::Serverless::WebSocketApi); "
+                f"{options.template} has no WebSocket API (AWS::Serverless::WebSocketApi, or AWS::ApiGatewayV2::Api "
+                "with ProtocolType WEBSOCKET); "
                 "relay-local has nothing to serve"
             )
         try:
-            RouteSelector(template.websocket_api)
+            if template.websocket_api is not None:
+                RouteSelector(template.websocket_api)
         except ValueError as error:
             raise StartupError(str(error)) from None
-        served = {route.function_id for route in template.websocket_api.routes.values()}
-        served |= {route.function_id for route in template.http_routes}
-        for function_id in sorted(served):
-            function = template.functions[function_id]
+        for function_id, function in sorted(template.functions.items()):
             if not function.code_dir.is_dir():
                 raise StartupError(f"{function_id}: CodeUri {function.code_dir} does not exist")
             if function.handler_file() is None:
-                module_path = Path(*function.handler_module.split(".")).with_suffix(".py")
+                suffix = ".mjs or .js" if function.is_node else ".py"
+                module_path = function.handler.rpartition(".")[0] + suffix
                 raise StartupError(
                     f"{function_id}: handler file {function.code_dir / module_path} is missing "
                     f"(Handler: {function.handler})"
@@ -153,14 +173,13 @@ class RelayLocal:
         for layer_path in {path for function in template.functions.values() for path in function.layer_paths}:
             if not layer_path.is_dir():
                 raise StartupError(f"Layer content {layer_path} does not exist")
-        running = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        runtimes = sorted({function.runtime for function in template.functions.values()} - {running, ""})
-        if runtimes:
-            template.warnings.append(
-                f"functions run on this interpreter ({running}), not on the template's {', '.join(runtimes)}"
-            )
         for warning in template.warnings:
             log.warning("%s", warning)
+        if template.unsupported:
+            log.warning(
+                "Not served by relay-local (listed once):\n%s",
+                "\n".join(f"  - {item}" for item in template.unsupported),
+            )
         self.template = template
         return template
 
@@ -178,6 +197,113 @@ class RelayLocal:
             passthrough.update(EMBEDDED_CREDENTIALS)
         return passthrough
 
+    async def start_backends(self, template: Template) -> None:
+        """DynamoDB (embedded or --dynamodb-endpoint) with the template's tables; queues and topics."""
+        options = self.options
+        embedded = options.dynamodb_endpoint is None
+        needs_moto = embedded or bool(template.queues or template.topics)
+        if needs_moto:
+            self.dynamodb = EmbeddedDynamoDb()
+            self.moto_endpoint = await asyncio.to_thread(self.dynamodb.start)
+        self.dynamodb_endpoint = self.moto_endpoint if embedded else str(options.dynamodb_endpoint)
+        self.credentials = self._credentials(embedded)
+        try:
+            self.created_tables = await asyncio.to_thread(
+                create_tables,
+                list(template.tables.values()),
+                endpoint=self.dynamodb_endpoint,
+                region=options.region,
+                credentials=self.credentials,
+            )
+        except DynamoDbError as error:
+            raise StartupError(str(error)) from None
+        self.sources = EventSources(
+            template,
+            self.invoke,
+            endpoint=self.moto_endpoint or self.dynamodb_endpoint,
+            dynamodb_endpoint=self.dynamodb_endpoint,
+            region=options.region,
+            credentials=self.credentials,
+        )
+        try:
+            await asyncio.to_thread(self.sources.create)
+        except SourceError as error:
+            raise StartupError(str(error)) from None
+
+    def endpoint_variables(self) -> dict[str, str]:
+        """The SDK endpoint variables that send the functions' AWS calls to the local backends."""
+        variables = {DYNAMODB_ENDPOINT_VARIABLE: self.dynamodb_endpoint}
+        if self.options.dynamodb_endpoint is None:
+            variables["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"] = self.dynamodb_endpoint
+        if self.moto_endpoint:
+            variables["AWS_ENDPOINT_URL_SQS"] = self.moto_endpoint
+            variables["AWS_ENDPOINT_URL_SNS"] = self.moto_endpoint
+        return variables
+
+    async def start_functions(
+        self,
+        template: Template,
+        *,
+        management_endpoint: str,
+        stage: str,
+        only: str | None = None,
+        environment_overrides: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """A warm pool of workers per function (one worker started now, to report import errors)."""
+        extra = self.endpoint_variables()
+        if management_endpoint:
+            extra[MANAGEMENT_ENDPOINT_VARIABLE] = f"{management_endpoint}/{stage}"
+        api_id = template.websocket_api.api_id if template.websocket_api is not None else ""
+        chooser = InterpreterChooser()
+        installer = None if self.options.skip_install else Installer(self.options.cache_dir)
+        chosen = {
+            function_id: function for function_id, function in template.functions.items() if only in (None, function_id)
+        }
+        try:
+            sandboxes = await asyncio.to_thread(
+                lambda: {
+                    function_id: prepare_sandbox(function, chooser, installer)
+                    for function_id, function in chosen.items()
+                }
+            )
+        except InstallError as error:
+            raise StartupError(str(error), exit_code=1) from None
+        if self.options.skip_install:
+            log.warning(
+                "--skip-install: Python functions run on relay-local's own interpreter (%s) and packages, "
+                "whatever their Runtime",
+                f"python{sys.version_info.major}.{sys.version_info.minor}",
+            )
+        for warning in chooser.warnings:
+            if not (self.options.skip_install and warning.startswith("python")):
+                log.warning("%s", warning)
+        for function_id, function in chosen.items():
+            function.environment.update((environment_overrides or {}).get(function_id, {}))
+            sandbox = sandboxes[function_id]
+            environment = worker_environment(
+                function,
+                region=self.options.region,
+                extra={**extra, **sandbox.environment()},
+                passthrough=self.credentials,
+            )
+            self.pools[function_id] = FunctionPool(
+                function,
+                environment,
+                worker_spec(
+                    function,
+                    template.function_arn(function),
+                    sandbox.import_path,
+                    api_id=api_id,
+                    management_endpoint=management_endpoint,
+                ),
+                self.options.workers_per_function,
+                sandbox.command(),
+            )
+        try:
+            await asyncio.gather(*(pool.warm_up() for pool in self.pools.values()))
+        except FunctionStartError as error:
+            raise StartupError(str(error), exit_code=1) from None
+
     async def start(self) -> None:
         template = self.load()
         assert template.websocket_api is not None
@@ -191,49 +317,17 @@ class RelayLocal:
             raise
         self.ws_port = ws_socket.getsockname()[1]
         self.http_port = http_socket.getsockname()[1]
-
-        embedded = options.dynamodb_endpoint is None
-        if embedded:
-            self.dynamodb = EmbeddedDynamoDb()
-            dynamodb_endpoint = await asyncio.to_thread(self.dynamodb.start)
-        else:
-            dynamodb_endpoint = str(options.dynamodb_endpoint)
-        credentials = self._credentials(embedded)
-        try:
-            self.created_tables = await asyncio.to_thread(
-                create_tables,
-                list(template.tables.values()),
-                endpoint=dynamodb_endpoint,
-                region=options.region,
-                credentials=credentials,
-            )
-        except DynamoDbError as error:
-            raise StartupError(str(error)) from None
-        self.dynamodb_endpoint = dynamodb_endpoint
-
+        await self.start_backends(template)
         client_host = _client_host(options.host)
-        extra = {
-            DYNAMODB_ENDPOINT_VARIABLE: dynamodb_endpoint,
-            MANAGEMENT_ENDPOINT_VARIABLE: f"http://{client_host}:{self.ws_port}/{stage}",
-        }
-        for function_id, function in template.functions.items():
-            environment = worker_environment(function, region=options.region, extra=extra, passthrough=credentials)
-            self.pools[function_id] = FunctionPool(
-                function,
-                environment,
-                worker_spec(function, template.function_arn(function)),
-                options.workers_per_function,
-            )
-        try:
-            await asyncio.gather(*(pool.warm_up() for pool in self.pools.values()))
-        except FunctionStartError as error:
-            raise StartupError(str(error), exit_code=1) from None
+        api_id = template.websocket_api.api_id
+        await self.start_functions(template, management_endpoint=f"http://{client_host}:{self.ws_port}", stage=stage)
 
         self.gateway = Gateway(
             template.websocket_api,
             GatewaySettings(
                 stage=stage,
-                api_id=local_api_id(template.websocket_api.logical_id),
+                api_id=api_id,
+                region=options.region,
                 idle_timeout_seconds=options.idle_timeout,
                 max_connection_seconds=options.max_connection_duration,
             ),
@@ -241,13 +335,55 @@ class RelayLocal:
         )
         await self.gateway.start(ws_socket)
         static_dir = options.static_dir
-        if static_dir is None:
-            default_static = template.path.resolve().parent / "clients" / "browser"
-            static_dir = default_static if default_static.is_dir() else None
         self.static_dir = static_dir
-        self.http_api = HttpApi(template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir)
-        await self.http_api.start(http_socket)
         self.stage = stage
+        self.http_api = HttpApi(
+            template.http_routes, self.invoke, local_api_id("ServerlessHttpApi"), static_dir, self.control_routes()
+        )
+        await self.http_api.start(http_socket)
+        assert self.sources is not None
+        self.sources.start()
+
+    # ---- relay-local's own routes on the HTTP port -------------------------------------
+
+    def control_routes(self) -> list[ControlRoute]:
+        return [
+            ("GET", ENDPOINTS_PATH, self._endpoints),
+            ("POST", "/expire", self._expire),
+            ("POST", "/schedules/{name}", self._fire_schedule),
+        ]
+
+    async def _endpoints(self, request: web.Request) -> web.StreamResponse:
+        """Where a page served here finds the WebSocket API: the host it was loaded from, the WebSocket port."""
+        host = request.url.host or _client_host(self.options.host)
+        host = f"[{host}]" if ":" in host else host
+        return web.json_response(
+            {
+                "webSocketUrl": f"ws://{host}:{self.ws_port}/{self.stage}",
+                "stage": self.stage,
+                "managementApiUrl": f"http://{host}:{self.ws_port}/{self.stage}",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _expire(self, request: web.Request) -> web.StreamResponse:
+        assert self.sources is not None
+        try:
+            at = float(request.query["at"]) if "at" in request.query else None
+        except ValueError:
+            return web.json_response({"message": "at must be a number of seconds since the epoch"}, status=400)
+        deleted = await asyncio.to_thread(self.sources.expire, at)
+        log.info("TTL simulation deleted %s", ", ".join(f"{count} from {name}" for name, count in deleted.items()))
+        return web.json_response({"deleted": deleted})
+
+    async def _fire_schedule(self, request: web.Request) -> web.StreamResponse:
+        assert self.sources is not None
+        name = request.match_info["name"]
+        invocation = await self.sources.fire(name)
+        if invocation is None:
+            known = ", ".join(sorted(self.sources.schedules())) or "none"
+            return web.json_response({"message": f"no schedule {name}; the template has: {known}"}, status=404)
+        return web.json_response({"status": invocation.status, "result": invocation.result, "error": invocation.error})
 
     async def invoke(
         self, function_id: str, event: dict[str, Any], route_key: str, connection_id: str
@@ -303,6 +439,40 @@ class RelayLocal:
     def request_stop(self) -> None:
         self._stop.set()
 
+    async def invoke_once(
+        self, function_id: str, event: Any, environment_overrides: dict[str, dict[str, str]]
+    ) -> Invocation:
+        """`relay-local invoke`: one function, once, against the local backends (sam local invoke's job)."""
+        template = self.template
+        assert template is not None
+        management_endpoint = ""
+        stage = template.websocket_api.stage if template.websocket_api is not None else ""
+        try:
+            if template.websocket_api is not None:
+                # Its @connections, with nobody connected: a post answers 410 Gone, as AWS would
+                # for the connection id of a fixture.
+                ws_socket = bind(_client_host(self.options.host), 0, "Management API")
+                self.ws_port = ws_socket.getsockname()[1]
+                management_endpoint = f"http://{_client_host(self.options.host)}:{self.ws_port}"
+                self.gateway = Gateway(
+                    template.websocket_api,
+                    GatewaySettings(stage=stage, api_id=template.websocket_api.api_id, region=self.options.region),
+                    self.invoke,
+                )
+                await self.gateway.start(ws_socket)
+            await self.start_backends(template)
+            await self.start_functions(
+                template,
+                management_endpoint=management_endpoint,
+                stage=stage,
+                only=function_id,
+                environment_overrides=environment_overrides,
+            )
+            invocation, _ = await self.invoke(function_id, event, "invoke", "-")
+            return invocation
+        finally:
+            await self.stop()
+
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -321,10 +491,12 @@ class RelayLocal:
             await self.stop()
 
     async def stop(self) -> None:
+        if self.sources is not None:
+            await self.sources.close()
         for pool in self.pools.values():
             pool.dropping = True
         if self.gateway is not None:
-            await self.gateway.close()
+            await self.gateway.close(timeout=_STOP_GRACE_SECONDS)
         if self.http_api is not None:
             await self.http_api.close()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
@@ -344,7 +516,7 @@ class RelayLocal:
         watched = [*roots, template_path]
 
         def relevant(_change: object, path: str) -> bool:
-            return path.endswith(".py") or path == template_path
+            return path.endswith((".py", ".js", ".mjs", ".cjs")) or path == template_path
 
         async for changes in awatch(*watched, watch_filter=relevant):
             changed = [path for _change, path in changes]

@@ -1,7 +1,8 @@
 """DynamoDB for the functions: an embedded moto server, or any endpoint the user names.
 
 The template's tables are created from their definitions (keys, indexes, billing mode,
-streams, TTL) when they do not exist yet.
+streams, TTL) when they do not exist yet. The embedded server is moto's whole backend:
+it also serves the template's SQS queues and SNS topics (see sources.py).
 """
 
 from __future__ import annotations

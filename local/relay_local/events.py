@@ -47,11 +47,13 @@ class ConnectionFacts:
     domain_name: str
     stage: str
     api_id: str
+    # requestContext.authorizer of every route, when a $connect authorizer let the connection in
+    authorizer: dict[str, Any] | None = None
 
 
 def _request_context(facts: ConnectionFacts, route_key: str, event_type: str, epoch_ms: int) -> dict[str, Any]:
     request_id = gateway_id()
-    return {
+    context: dict[str, Any] = {
         "routeKey": route_key,
         "eventType": event_type,
         "extendedRequestId": request_id,
@@ -66,6 +68,9 @@ def _request_context(facts: ConnectionFacts, route_key: str, event_type: str, ep
         "connectionId": facts.connection_id,
         "apiId": facts.api_id,
     }
+    if facts.authorizer is not None:
+        context["authorizer"] = dict(facts.authorizer)
+    return context
 
 
 def _single_and_multi(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -104,6 +109,15 @@ def connect_event(facts: ConnectionFacts, headers: Iterable[tuple[str, str]], qu
         event["requestContext"]["identity"]["userAgent"] = facts.user_agent
     event["isBase64Encoded"] = False
     return event
+
+
+def authorizer_event(
+    facts: ConnectionFacts, headers: Iterable[tuple[str, str]], query_string: str, method_arn: str
+) -> dict[str, Any]:
+    """What a Lambda REQUEST authorizer of $connect receives: the $connect request and the method ARN."""
+    event = connect_event(facts, headers, query_string)
+    event.pop("isBase64Encoded", None)
+    return {"type": "REQUEST", "methodArn": method_arn, **event, "stageVariables": {}}
 
 
 def message_event(facts: ConnectionFacts, route_key: str, body: str) -> dict[str, Any]:

@@ -13,23 +13,38 @@ binary frames (close code 1003).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
-from websockets.frames import Close, Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from relay_local.apigateway import (
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONNECTION_SECONDS,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
+    RouteSelector,
+    authorizer_decision,
+    close_status,
+    connect_outcome,
+    gateway_error,
+    identity_values,
+    json_body,
+    method_arn,
+    route_failure_message,
+    route_response_body,
+)
 from relay_local.events import (
     ConnectionFacts,
+    authorizer_event,
     connect_event,
     disconnect_event,
     gateway_id,
@@ -37,67 +52,25 @@ from relay_local.events import (
     message_event,
     now_ms,
 )
-from relay_local.template import WebSocketApi
-from relay_local.workers import Invocation
+from relay_local.intrinsics import ACCOUNT_ID
+from relay_local.invocation import Invoke
+from relay_local.template import Authorizer, WebSocketApi
 
 log = logging.getLogger("relay_local")
 
-# API Gateway's quotas for WebSocket APIs.
-MAX_FRAME_BYTES = 32 * 1024
-MAX_MESSAGE_BYTES = 128 * 1024
-DEFAULT_IDLE_TIMEOUT_SECONDS = 10 * 60
-DEFAULT_MAX_CONNECTION_SECONDS = 2 * 60 * 60
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INVALID_DATA = 1007
-CLOSE_NORMAL = 1000
 # A peer that does not answer our close frame within this time is cut off.
 _CLOSE_HANDSHAKE_SECONDS = 5.0
 _MAX_REQUEST_HEAD_BYTES = 64 * 1024
-
-# Runs one function for a route: (function logical id, event, route key, connection id).
-Invoke = Callable[[str, dict[str, Any], str, str], Awaitable[tuple[Invocation, str]]]
+_TLS_HANDSHAKE = 0x16  # first byte of a TLS ClientHello record
 
 
 @dataclass(frozen=True)
 class GatewaySettings:
     stage: str
     api_id: str
+    region: str = "us-east-1"
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     max_connection_seconds: float = DEFAULT_MAX_CONNECTION_SECONDS
-
-
-class RouteSelector:
-    """Evaluates a RouteSelectionExpression such as `$request.body.action` on a message body."""
-
-    _EXPRESSION = re.compile(r"^\$\{?request\.body\.([A-Za-z0-9_.\-]+)\}?$")
-
-    def __init__(self, api: WebSocketApi) -> None:
-        match = self._EXPRESSION.match(api.route_selection_expression.strip())
-        if match is None:
-            raise ValueError(
-                f"RouteSelectionExpression {api.route_selection_expression!r} is not supported; "
-                "relay-local understands $request.body.<path>"
-            )
-        self.path = match.group(1).split(".")
-        self.routes = api.routes
-
-    def select(self, body: str) -> str | None:
-        """The route key for this message, `$default`, or None when nothing matches."""
-        try:
-            value: Any = json.loads(body)
-        except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse
-            value = None
-        for key in self.path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, str) and not value.startswith("$") and value in self.routes:
-            return value
-        return "$default" if "$default" in self.routes else None
-
-
-def _json_body(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -167,7 +140,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         if frame.opcode is Opcode.BINARY:
             # API Gateway WebSocket APIs carry text only.
-            self.ws.fail(CLOSE_UNSUPPORTED_DATA, "Binary frames are not supported")
+            self.ws.fail(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported")
             return
         if frame.opcode is Opcode.TEXT:
             if frame.fin:
@@ -186,7 +159,7 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             body = data.decode("utf-8")
         except UnicodeDecodeError:
-            self.ws.fail(CLOSE_INVALID_DATA, "Text frames must be UTF-8")
+            self.ws.fail(CloseCode.INVALID_DATA, "Text frames must be UTF-8")
             return
         self.last_active_ms = now_ms()
         self._arm_idle_timer()
@@ -225,7 +198,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         self._idle_timer = asyncio.get_running_loop().call_later(
-            self.gateway.settings.idle_timeout_seconds, self.close_by_server, CLOSE_GOING_AWAY, "Going away"
+            self.gateway.settings.idle_timeout_seconds, self.close_by_server, CloseCode.GOING_AWAY, "Going away"
         )
 
     # ---- the handshake and $connect --------------------------------------------------
@@ -251,7 +224,7 @@ class WebSocketConnection(asyncio.Protocol):
         task.add_done_callback(self._inflight.discard)
 
     def _reject(self, status: int, body: dict[str, Any]) -> None:
-        response = self.ws.reject(status, _json_body(body))
+        response = self.ws.reject(status, json_body(body))
         # websockets' Headers is a multidict: assigning would add a second value.
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
@@ -260,7 +233,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     async def _connect(self, request: Request, response: Response, query: str) -> None:
         connected_at = now_ms()
-        self.facts = ConnectionFacts(
+        facts = ConnectionFacts(
             connection_id=gateway_id(),
             connected_at_ms=connected_at,
             source_ip=self._source_ip,
@@ -269,99 +242,88 @@ class WebSocketConnection(asyncio.Protocol):
             stage=self.gateway.settings.stage,
             api_id=self.gateway.settings.api_id,
         )
+        self.facts = facts
         route = self.gateway.api.routes.get("$connect")
+        if route is not None and route.authorizer is not None:
+            status, authorizer_context = await self._authorize(route.authorizer, request, query)
+            if status != 200:
+                message = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Internal server error")
+                self._reject(status, {"message": message})
+                return
+            facts = self.facts = replace(facts, authorizer=authorizer_context)
         if route is not None:
-            event = connect_event(self.facts, request.headers.raw_items(), query)
-            invocation, _ = await self.gateway.invoke(route.function_id, event, "$connect", self.facts.connection_id)
-            if not invocation.ok:
-                self._reject(
-                    500,
-                    {
-                        "message": "Internal server error",
-                        "connectionId": self.facts.connection_id,
-                        "requestId": event["requestContext"]["requestId"],
-                    },
-                )
+            event = connect_event(facts, request.headers.raw_items(), query)
+            invocation, _ = await self.gateway.invoke(route.function_id, event, "$connect", facts.connection_id)
+            outcome = connect_outcome(
+                invocation.ok, invocation.result, facts.connection_id, event["requestContext"]["requestId"]
+            )
+            if not outcome.accepted:
+                self._reject(outcome.status, outcome.body)
                 return
-            result = invocation.result
-            status = _status_code(result.get("statusCode") if isinstance(result, dict) else None)
-            if status is not None and not 200 <= status < 300:
-                self._reject(403, {"message": "Forbidden"})
-                return
-            headers = result.get("headers") if isinstance(result, dict) else None
-            if isinstance(headers, dict):
-                for name, value in headers.items():
-                    if name.lower() == "sec-websocket-protocol":
-                        if "Sec-WebSocket-Protocol" in response.headers:
-                            del response.headers["Sec-WebSocket-Protocol"]
-                        response.headers["Sec-WebSocket-Protocol"] = str(value)
+            if outcome.subprotocol is not None:
+                # websockets' Headers is a multidict: assigning would add a second value.
+                if "Sec-WebSocket-Protocol" in response.headers:
+                    del response.headers["Sec-WebSocket-Protocol"]
+                response.headers["Sec-WebSocket-Protocol"] = outcome.subprotocol
         if self.transport is None or self.transport.is_closing():
             return  # the client gave up during $connect
         self.ws.send_response(response)
         self.opened = True
         self.last_active_ms = connected_at
-        self.gateway.connections[self.facts.connection_id] = self
+        self.gateway.connections[facts.connection_id] = self
         self._arm_idle_timer()
         self._lifetime_timer = asyncio.get_running_loop().call_later(
-            self.gateway.settings.max_connection_seconds, self.close_by_server, CLOSE_GOING_AWAY, "Going away"
+            self.gateway.settings.max_connection_seconds, self.close_by_server, CloseCode.GOING_AWAY, "Going away"
         )
         self._flush()
         self.transport.resume_reading()
+
+    async def _authorize(self, authorizer: Authorizer, request: Request, query: str) -> tuple[int, dict[str, Any]]:
+        """Run the $connect route's REQUEST authorizer (never cached); (status, its context)."""
+        assert self.facts is not None
+        headers = list(request.headers.raw_items())
+        if identity_values(authorizer, headers, parse_qsl(query, keep_blank_values=True)) is None:
+            return 401, {}
+        settings = self.gateway.settings
+        arn = method_arn(settings.region, ACCOUNT_ID, settings.api_id, settings.stage, "$connect")
+        event = authorizer_event(self.facts, headers, query, arn)
+        invocation, _ = await self.gateway.invoke(
+            authorizer.function_id, event, "$connect/authorizer", self.facts.connection_id
+        )
+        message = (invocation.error or {}).get("errorMessage")
+        decision = authorizer_decision(invocation.ok, message, invocation.result, arn)
+        return decision.status, decision.context
 
     # ---- messages --------------------------------------------------------------------
 
     async def _route_message(self, body: str) -> None:
         assert self.facts is not None
+        connection_id = self.facts.connection_id
         route_key = self.gateway.selector.select(body)
         if route_key is None:
             # API Gateway's own answer when no route matches and there is no $default.
-            self._reply({"message": "Forbidden", "connectionId": self.facts.connection_id, "requestId": gateway_id()})
+            self._reply({"message": "Forbidden", "connectionId": connection_id, "requestId": gateway_id()})
             return
         route = self.gateway.api.routes[route_key]
         event = message_event(self.facts, route_key, body)
-        invocation, _ = await self.gateway.invoke(route.function_id, event, route_key, self.facts.connection_id)
-        request_id = event["requestContext"]["requestId"]
-        if invocation.status == "dropped":
-            return
-        if invocation.status == "timeout":
-            self._reply(
-                {
-                    "message": "Endpoint request timed out",
-                    "connectionId": self.facts.connection_id,
-                    "requestId": request_id,
-                }
-            )
-        elif not invocation.ok:
-            self._reply(
-                {
-                    "message": "Internal server error",
-                    "connectionId": self.facts.connection_id,
-                    "requestId": request_id,
-                }
-            )
-        elif route.route_response_selection_expression:
+        invocation, _ = await self.gateway.invoke(route.function_id, event, route_key, connection_id)
+        failure = route_failure_message(invocation.status)
+        if failure is not None:
+            self._reply(gateway_error(failure, connection_id, event["requestContext"]["requestId"]))
+        elif invocation.ok and route.route_response_selection_expression:
             # Two-way route: API Gateway forwards the integration's body to the client.
-            body_out = _route_response_body(invocation.result)
+            body_out = route_response_body(invocation.result)
             if body_out is not None and self.is_open:
                 self.send_text(body_out.encode("utf-8"))
 
     def _reply(self, message: dict[str, Any]) -> None:
         if self.is_open:
-            self.send_text(_json_body(message).encode("utf-8"))
+            self.send_text(json_body(message).encode("utf-8"))
 
     # ---- the end ---------------------------------------------------------------------
 
     def close_status(self) -> tuple[int, str]:
-        """The close code and reason the connection ended with, as $disconnect reports them."""
-        received, sent = self.ws.close_rcvd, self.ws.close_sent
-        # Whoever closed first set the code; the other side only echoed it.
-        client_closed_first = received is not None and (sent is None or self.ws.close_rcvd_then_sent)
-        close: Close | None = received if client_closed_first else sent
-        if close is None:
-            return 1006, "Connection lost without a close frame"
-        if close.code == 1005:
-            return 1005, "Client-side close frame status not set"
-        return close.code, close.reason
+        return close_status(self.ws.close_rcvd, self.ws.close_sent, bool(self.ws.close_rcvd_then_sent))
 
     def _finish(self) -> None:
         if self._finished:
@@ -393,27 +355,6 @@ class WebSocketConnection(asyncio.Protocol):
                 self.closed.set_result(None)
 
 
-def _status_code(value: Any) -> int | None:
-    """A proxy integration's statusCode; one that is not a number counts as a failure (500)."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 500
-
-
-def _route_response_body(result: Any) -> str | None:
-    if result is None:
-        return None
-    if isinstance(result, dict):
-        body = result.get("body")
-        if body is None:
-            return None
-        return body if isinstance(body, str) else json.dumps(body)
-    return result if isinstance(result, str) else json.dumps(result)
-
-
 class FrontDoor(asyncio.Protocol):
     """Reads the request head of a new TCP connection and passes the socket to the right protocol."""
 
@@ -428,6 +369,18 @@ class FrontDoor(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
+        if not self.buffer and data[:1] == bytes([_TLS_HANDSHAKE]):
+            # Someone speaks https:// or wss:// to this plain-HTTP port: fail at once rather
+            # than leave the client waiting for a handshake that never comes.
+            peer = self.transport.get_extra_info("peername")
+            log.error(
+                "A TLS handshake arrived from %s on the plain-HTTP port %s; relay-local serves http:// and ws:// "
+                "only (a function that builds an https:// endpoint is redirected only through the AWS SDK)",
+                peer[0] if peer else "?",
+                self.transport.get_extra_info("sockname")[1],
+            )
+            self.transport.abort()
+            return
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
@@ -467,31 +420,40 @@ class Gateway:
 
     async def start(self, sock: socket.socket) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
-        management = ManagementApi(self)
+        management = ConnectionsApi(self)
         for prefix in ("", f"/{self.settings.stage}"):
             app.router.add_route("POST", prefix + "/@connections/{connection_id}", management.post)
             app.router.add_route("GET", prefix + "/@connections/{connection_id}", management.get)
             app.router.add_route("DELETE", prefix + "/@connections/{connection_id}", management.delete)
         app.router.add_route("*", "/{tail:.*}", management.not_found)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: FrontDoor(self), sock=sock)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float) -> None:
         """Close every connection as API Gateway would (1001), and let their $disconnect run.
 
         The port stays open meanwhile: $disconnect handlers use the Management API on it.
+        What has not finished within `timeout` seconds (a $disconnect behind a busy handler)
+        is cancelled: relay-local stops promptly whatever its functions do.
         """
         self.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         connections = list(self.connections.values())
         for connection in connections:
-            connection.close_by_server(CLOSE_GOING_AWAY, "Going away")
+            connection.close_by_server(CloseCode.GOING_AWAY, "Going away")
         waiting = [connection.closed for connection in connections]
         if waiting:
-            await asyncio.wait(waiting, timeout=_CLOSE_HANDSHAKE_SECONDS * 2)
+            await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0.1))
         if self._background:
-            await asyncio.wait(list(self._background), timeout=60)
+            _, late = await asyncio.wait(list(self._background), timeout=max(deadline - loop.time(), 0.1))
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("Stopping: %d $disconnect invocations did not finish in time and were abandoned", len(late))
+                await asyncio.wait(late, timeout=1.0)
         if self._server is not None:
             self._server.close()
         if self._runner is not None:
@@ -502,7 +464,7 @@ def _error(status: int, error_type: str, message: str | None) -> web.Response:
     return web.json_response({"message": message}, status=status, headers={"x-amzn-ErrorType": error_type})
 
 
-class ManagementApi:
+class ConnectionsApi:
     """POST/GET/DELETE /@connections/{id}, answering as API Gateway's Management API does."""
 
     def __init__(self, gateway: Gateway) -> None:
@@ -542,7 +504,7 @@ class ManagementApi:
         connection = self._open_connection(request)
         if connection is None:
             return _error(410, "GoneException", None)
-        connection.close_by_server(CLOSE_NORMAL, "")
+        connection.close_by_server(CloseCode.NORMAL_CLOSURE, "")
         return web.Response(status=204)
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:

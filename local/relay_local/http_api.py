@@ -15,13 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from relay_local.events import http_api_event
+from relay_local.invocation import Invoke
 from relay_local.template import HttpRoute
-from relay_local.workers import Invocation
 
 log = logging.getLogger("relay_local")
-
-# (function logical id, event, route key, label for the log line)
-Invoke = Callable[[str, dict[str, Any], str, str], Awaitable[tuple[Invocation, str]]]
 
 
 @dataclass(frozen=True)
@@ -86,13 +83,26 @@ def _response_from(result: Any) -> web.Response:
     return web.Response(status=200, body=text.encode("utf-8"), content_type="application/json")
 
 
+# relay-local's own routes on the HTTP port (under CONTROL_PREFIX): (method, path, handler).
+ControlRoute = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
+CONTROL_PREFIX = "/_relay-local"
+
+
 class HttpApi:
-    def __init__(self, routes: list[HttpRoute], invoke: Invoke, api_id: str, static_dir: Path | None) -> None:
+    def __init__(
+        self,
+        routes: list[HttpRoute],
+        invoke: Invoke,
+        api_id: str,
+        static_dir: Path | None,
+        control_routes: list[ControlRoute] | None = None,
+    ) -> None:
         self.routes = sorted((compile_route(route) for route in routes), key=lambda r: r.specificity, reverse=True)
         self.invoke = invoke
         self.api_id = api_id
         self.static_dir = static_dir.resolve() if static_dir is not None else None
         self._runner: web.AppRunner | None = None
+        self.control_routes = control_routes or []
 
     def find(self, method: str, path: str) -> tuple[CompiledRoute, dict[str, str]] | None:
         for compiled in self.routes:
@@ -148,8 +158,10 @@ class HttpApi:
 
     async def start(self, sock: socket.socket) -> None:
         app = web.Application(client_max_size=10 * 1024 * 1024)
+        for method, path, handler in self.control_routes:
+            app.router.add_route(method, CONTROL_PREFIX + path, handler)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 

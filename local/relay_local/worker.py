@@ -13,14 +13,19 @@ gateway in it either.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import json
 import os
+import re
 import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit, urlunsplit
 
 
 class LambdaContext:
@@ -59,19 +64,87 @@ def _log_error(payload: dict[str, Any]) -> None:
     sys.stderr.flush()
 
 
-def _isolate_import_path(code_dir: str, layer_paths: list[str]) -> None:
-    """Function code first, then layers, then the runtime's own packages; nothing of the project."""
-    # sys.path[0] is the working directory `python -m` started in; the rest is the
-    # interpreter's standard library and installed packages, Lambda's runtime equivalent.
-    runtime_paths = [entry for entry in sys.path[1:] if entry and entry != code_dir]
-    sys.path[:] = [code_dir, *layer_paths, *runtime_paths]
+def _isolate_import_path(import_path: list[str]) -> None:
+    """The function's own path first (code, its requirements, layers, the runtime SDK), then the
+    interpreter's standard library; nothing of relay-local's project."""
+    script_dir = os.path.dirname(os.path.abspath(__file__))
+    runtime_paths = [
+        entry for entry in sys.path if entry and os.path.abspath(entry) != script_dir and entry not in import_path
+    ]
+    sys.path[:] = [*import_path, *runtime_paths]
     # An editable install of the project would otherwise make its packages importable
-    # from every function, layer or not.
+    # from every function, layer or not (when relay-local runs functions as they are).
     sys.meta_path[:] = [
         finder for finder in sys.meta_path if not getattr(finder, "__module__", "").startswith("__editable__")
     ]
     for name in [name for name in sys.modules if name == "relay_local" or name.startswith("relay_local.")]:
         del sys.modules[name]
+
+
+# ---- the Management API, wherever the function sends it --------------------------------
+
+_EXECUTE_API_HOST = re.compile(r"^([a-z0-9]+)\.execute-api\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$")
+
+
+def local_management_url(url: str, api_id: str, local_endpoint: str) -> str | None:
+    """Where a request the function sends should go instead, if it is meant for the local API.
+
+    Meant for it: the execute-api host of the local API's id (what `https://{apiId}.execute-api.
+    {region}.amazonaws.com/{stage}` and `!Sub https://${Api}.execute-api...` build), or any host
+    on the local API's port (what `https://{domainName}/{stage}` builds from an event).
+    """
+    parts = urlsplit(url)
+    local = urlsplit(local_endpoint)
+    host_match = _EXECUTE_API_HOST.match(parts.hostname or "")
+    same_port = parts.port is not None and parts.port == local.port
+    if not (same_port or (host_match is not None and host_match.group(1) == api_id)):
+        return None
+    return urlunsplit((local.scheme, local.netloc, parts.path, parts.query, ""))
+
+
+def _install_botocore_redirect(api_id: str, local_endpoint: str) -> None:
+    """Register a botocore `before-send` handler in every session, once botocore.handlers is imported."""
+
+    def redirect(request: Any, **_: Any) -> None:
+        target = local_management_url(request.url, api_id, local_endpoint)
+        if target is not None:
+            request.url = target
+
+    def add_handler(module: ModuleType) -> None:
+        module.BUILTIN_HANDLERS.append(("before-send", redirect))
+
+    sys.meta_path.insert(0, _AfterImport("botocore.handlers", add_handler))
+
+
+class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs a callback right after one module is first imported (and costs nothing if it never is)."""
+
+    def __init__(self, name: str, callback: Callable[[ModuleType], None]) -> None:
+        self.name = name
+        self.callback = callback
+        self._loader: importlib.abc.Loader | None = None
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        self._loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        assert self._loader is not None
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        assert self._loader is not None
+        self._loader.exec_module(module)
+        self.callback(module)
 
 
 def _send(channel: socket.socket, message: dict[str, Any]) -> None:
@@ -92,7 +165,9 @@ def _load_handler(spec: dict[str, Any]) -> Callable[[Any, LambdaContext], Any]:
 
 def serve(channel: socket.socket, incoming: BinaryIO) -> int:
     spec = json.loads(incoming.readline())
-    _isolate_import_path(spec["code_dir"], spec["layer_paths"])
+    _isolate_import_path(spec["import_path"])
+    if spec.get("management_endpoint"):
+        _install_botocore_redirect(spec["api_id"], spec["management_endpoint"])
     os.chdir(spec["code_dir"])  # Lambda's working directory is the task root
     try:
         handler = _load_handler(spec)

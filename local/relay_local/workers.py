@@ -14,13 +14,13 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from relay_local.invocation import Invocation
 from relay_local.template import Function
 
 log = logging.getLogger("relay_local")
@@ -31,29 +31,16 @@ _CHANNEL_LIMIT = 64 * 1024 * 1024
 _START_TIMEOUT_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
-class Invocation:
-    """What came back from one invocation."""
-
-    # "ok", "error" (the handler raised), "timeout", "crash", or "dropped" (queued while
-    # relay-local was stopping, never run)
-    status: str
-    result: Any = None
-    error: dict[str, Any] | None = None
-    duration_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
 class FunctionStartError(Exception):
     """A worker could not import its handler (Lambda's Runtime.ImportModuleError)."""
 
 
 class Worker:
-    def __init__(self, function: Function, environment: Mapping[str, str], spec: dict[str, Any]) -> None:
+    def __init__(
+        self, function: Function, environment: Mapping[str, str], spec: dict[str, Any], command: list[str]
+    ) -> None:
         self.function = function
+        self.command = command
         self.environment = dict(environment)
         self.spec = spec
         self.process: asyncio.subprocess.Process | None = None
@@ -66,9 +53,7 @@ class Worker:
         parent_end, child_end = socket.socketpair()
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "relay_local.worker",
+                *self.command,
                 str(child_end.fileno()),
                 cwd=self.function.code_dir,
                 env=self.environment,
@@ -165,7 +150,7 @@ class Worker:
         if self.process is not None and self.process.returncode is None:
             # Closing the channel ends the worker's read loop; kill it if it is stuck in a handler.
             try:
-                await asyncio.wait_for(self.process.wait(), 2.0)
+                await asyncio.wait_for(self.process.wait(), 1.0)
             except TimeoutError:
                 self.kill()
                 await self.process.wait()
@@ -183,11 +168,17 @@ class FunctionPool:
     """Up to `max_workers` warm workers of one function; each runs one invocation at a time."""
 
     def __init__(
-        self, function: Function, environment: Mapping[str, str], spec: dict[str, Any], max_workers: int
+        self,
+        function: Function,
+        environment: Mapping[str, str],
+        spec: dict[str, Any],
+        max_workers: int,
+        command: list[str],
     ) -> None:
         self.function = function
         self.environment = environment
         self.spec = spec
+        self.command = command
         self.max_workers = max_workers
         self._idle: list[Worker] = []
         self._slots = asyncio.Semaphore(max_workers)
@@ -200,7 +191,7 @@ class FunctionPool:
         self.dropping = False
 
     async def _new_worker(self) -> Worker:
-        worker = Worker(self.function, self.environment, self.spec)
+        worker = Worker(self.function, self.environment, self.spec, self.command)
         self._all.add(worker)
         try:
             await worker.start()
@@ -281,6 +272,7 @@ def worker_environment(
         "TZ": ":UTC",
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime or 'python3'}",
@@ -301,10 +293,21 @@ def worker_environment(
     return environment
 
 
-def worker_spec(function: Function, function_arn: str) -> dict[str, Any]:
+def worker_spec(
+    function: Function,
+    function_arn: str,
+    import_path: list[Path],
+    *,
+    api_id: str = "",
+    management_endpoint: str = "",
+) -> dict[str, Any]:
+    """What a worker needs to know: code, handler, import path, context values, where the local API is."""
     return {
+        "api_id": api_id,
+        "management_endpoint": management_endpoint,
         "code_dir": str(function.code_dir),
-        "layer_paths": [str(path) for path in function.layer_paths],
+        "import_path": [str(path) for path in import_path],
+        "handler": function.handler,
         "module": function.handler_module,
         "function": function.handler_function,
         "function_name": function.name,

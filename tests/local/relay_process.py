@@ -102,6 +102,25 @@ class RelayLocalProcess:
         return "\n".join(["--- stdout", *self.stdout_lines, "--- stderr", *self.stderr_lines])
 
     @property
+    def dynamodb_endpoint(self) -> str:
+        """The DynamoDB endpoint relay-local's banner names (the embedded one, or --dynamodb-endpoint)."""
+        for line in self.stdout_lines:
+            match = re.match(r"^\s+DynamoDB\s+(http://\S+)", line)
+            if match:
+                return match.group(1)
+        raise AssertionError(f"no DynamoDB line in the banner:\n{self.output()}")
+
+    def dynamodb(self) -> Any:
+        """A boto3 DynamoDB client of relay-local's DynamoDB."""
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.dynamodb_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    @property
     def ws_port(self) -> int:
         return int(self.ws_url.rsplit(":", 1)[1])
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,76 @@ def test_a_stopping_relay_refuses_new_connections(record_dir: Path) -> None:
 
     assert asyncio.run(scenario()) == 503
     assert relay.wait_exit() == 0, relay.output()
+
+
+def test_sigterm_stops_relay_local_promptly_even_with_busy_workers() -> None:
+    """Handlers busy for minutes (their own $disconnect too) do not hold relay-local up."""
+    relay = start_relay_local(
+        "--template", str(FIXTURES / "busy" / "template.yaml"), "--ws-port", "0", "--http-port", "0"
+    )
+    loop = asyncio.new_event_loop()
+    # The clients live on their own loop, so that they answer relay-local's close frames and
+    # their $disconnect (busy too) really runs.
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def keep_two_workers_busy() -> list[Any]:
+        clients = [await connect(relay.ws_url) for _ in range(2)]
+        for ws in clients:
+            await ws.send("work")
+        return clients
+
+    clients = asyncio.run_coroutine_threadsafe(keep_two_workers_busy(), loop).result(EFFECT_TIMEOUT)
+    deadline = time.monotonic() + EFFECT_TIMEOUT
+    while sum("busy with $default" in line for line in relay.stderr_lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert relay.process is not None
+    relay.process.send_signal(signal.SIGTERM)
+    try:
+        # The bound the issue sets (10 s); the handlers would take 10 minutes.
+        assert relay.wait_exit(timeout=10) == 0, relay.output()
+        assert "abandoned" in relay.output()
+    finally:
+        for ws in clients:
+            asyncio.run_coroutine_threadsafe(ws.close(), loop).result(EFFECT_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+
+def test_unsupported_features_and_invented_values_are_listed_once_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text("def handler(event, context):\n    return {'statusCode': 200}\n")
+    (tmp_path / "template.yaml").write_text(
+        """\
+Resources:
+  Api:
+    Type: AWS::Serverless::WebSocketApi
+    Properties:
+      RouteSelectionExpression: $request.body.action
+      ApiKeySelectionExpression: $request.header.x-api-key
+      Routes:
+        $default: {FunctionArn: !GetAtt Fn.Arn}
+  Bucket:
+    Type: AWS::S3::Bucket
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Handler: app.handler
+      Runtime: python3.13
+      VpcConfig: {SubnetIds: [subnet-1], SecurityGroupIds: [sg-1]}
+      Environment:
+        Variables:
+          BUCKET: !Ref Bucket
+          ALSO_BUCKET: !Ref Bucket
+"""
+    )
+    relay = start_relay_local("--template", str(tmp_path / "template.yaml"), "--ws-port", "0", "--http-port", "0")
+    try:
+        output = relay.output()
+        assert output.count("Not served by relay-local (listed once)") == 1
+        assert "Api: ApiKeySelectionExpression" in output
+        assert "Fn: VpcConfig" in output
+        assert output.count("!Ref Bucket (AWS::S3::Bucket) is not modelled") == 1
+    finally:
+        assert relay.stop() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -271,6 +272,11 @@ def test_connect_answering_non_2xx_rejects_the_upgrade_with_403(relay: RelayLoca
     connects = read_records(record_dir, "connect")
     assert len(connects) == before + 1
     rejected_id = connects[-1]["requestContext"]["connectionId"]
+    # The client sees only 403; the log shows why the handler refused.
+    deadline = time.monotonic() + EFFECT_TIMEOUT
+    while not any(rejected_id in line and "401 no entry" in line for line in relay.stderr_lines):
+        assert time.monotonic() < deadline, relay.output()
+        time.sleep(0.05)
     # A connection that never opened gets no $disconnect.
     assert all(
         event["requestContext"]["connectionId"] != rejected_id for event in read_records(record_dir, "disconnect")
@@ -555,6 +561,17 @@ def test_http_responses_follow_payload_v2_rules(relay: RelayLocalProcess) -> Non
 def test_http_handler_failure_gives_api_gateways_500(relay: RelayLocalProcess, name: str) -> None:
     status, _, body = http(relay, f"/hello/{name}")
     assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+
+
+def test_a_served_page_finds_the_websocket_url_in_a_json_document(relay: RelayLocalProcess) -> None:
+    status, headers, body = http(relay, "/_relay-local/endpoints.json")
+    assert status == 200
+    assert json.loads(body) == {
+        "webSocketUrl": f"{relay.ws_url}/{STAGE}",
+        "stage": STAGE,
+        "managementApiUrl": f"http://127.0.0.1:{relay.ws_port}/{STAGE}",
+    }
+    assert headers.get("Cache-Control") == "no-store"
 
 
 def test_http_unknown_route_is_404_and_static_files_are_served(relay: RelayLocalProcess) -> None:

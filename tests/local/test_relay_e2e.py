@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import traceback
 import urllib.request
 from collections import Counter
@@ -341,3 +343,33 @@ def test_fifty_pairs_exchange_frames_each_delivered_exactly_once() -> None:
         assert all(count == 1 for count in (at_mac + at_browser).values())
         total += sum(at_mac.values()) + sum(at_browser.values())
     assert total == PAIRS * FRAMES_EACH_WAY * 2
+
+
+def test_a_session_the_ttl_removes_is_ended_by_the_expiry_function(relay: RelayLocalProcess) -> None:
+    """The relay's own stream consumer, fed by relay-local's TTL simulation (`relay-local expire`)."""
+
+    async def scenario() -> tuple[dict[str, Any], int | None]:
+        mac, code, _browsers = await paired(relay, browsers=0)
+        ahead = str(protocol.DEFAULT_SESSION_TTL_SECONDS + 60)
+        completed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "relay_local", "expire", "--in", ahead, "--url", relay.http_url],
+            capture_output=True,
+            check=True,
+        )
+        assert json.loads(completed.stdout)["deleted"]["local-SessionsTable"] > 0, completed.stdout
+        # The expiry function closes the mac-client's connection through the Management API
+        # (its endpoint: the template's !Sub https://${RelayApi}.execute-api...).
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(mac.ws.recv(), EFFECT_TIMEOUT)
+        browser = await open_client(relay)
+        retry = await browser.ask({"action": "auth", "code": code})
+        await browser.ws.close()
+        return retry, mac.ws.close_code
+
+    try:
+        retry, mac_close_code = run(scenario())
+    except TimeoutError:
+        raise AssertionError(relay.output()) from None
+    assert mac_close_code == 1000
+    assert retry["error"] == "invalid_code"

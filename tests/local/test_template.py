@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from relay_local.gateway import RouteSelector
+from relay_local.apigateway import RouteSelector
 from relay_local.template import (
     TemplateError,
     WebSocketApi,
@@ -172,7 +172,7 @@ def test_websocket_api_routes_stage_and_http_routes(template_path: Path) -> None
         "hello": WebSocketRoute("hello", "Fn", "$default"),
     }
     assert [route.route_key for route in template.http_routes] == ["GET /things/{id}"]
-    assert any("Fn.Queue: event type SQS is not served locally" in warning for warning in template.warnings)
+    assert any("Fn.Queue: SQS source" in item for item in template.unsupported)
 
 
 def test_tables_and_conditions(template_path: Path) -> None:
