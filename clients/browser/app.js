@@ -1185,6 +1185,27 @@ function initialRelayUrl(params) {
   return LOCAL_HOSTS.has(window.location.hostname) ? DEFAULT_LOCAL_RELAY : "";
 }
 
+// relay-local serves this document beside the page, so a page it serves on any port
+// finds its WebSocket URL without ?relay= (docs/LOCAL.md).
+const LOCAL_ENDPOINTS_PATH = "/_relay-local/endpoints.json";
+
+async function discoverLocalRelay(fallback) {
+  try {
+    const response = await fetch(LOCAL_ENDPOINTS_PATH, { cache: "no-store" });
+    if (!response.ok) {
+      return;
+    }
+    const endpoints = await response.json();
+    const url = endpoints && endpoints.webSocketUrl;
+    // Only while nobody has changed the field, and only a WebSocket URL.
+    if (typeof url === "string" && /^wss?:\/\//.test(url) && elements.relayUrl.value === fallback) {
+      elements.relayUrl.value = url;
+    }
+  } catch {
+    // Not served by relay-local: keep the default.
+  }
+}
+
 function start() {
   const params = new URLSearchParams(window.location.search);
   elements.relayUrl.value = initialRelayUrl(params);
@@ -1214,6 +1235,8 @@ function start() {
     state.admitted = saved.admitted !== false;
     logSystem(fill(UI_MESSAGES.resumingSaved, { code: spacedCode(state.pairedCode) }));
     resumeOn(saved.relay);
+  } else if (!params.get("relay") && window.location.protocol.startsWith("http")) {
+    discoverLocalRelay(elements.relayUrl.value);
   }
 }
 

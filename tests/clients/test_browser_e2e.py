@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import Iterator
@@ -44,6 +45,18 @@ def start_mac(relay: RelayLocal, *extra: str) -> RunningProcess:
 def open_page(page: Page, relay: RelayLocal) -> None:
     page.goto(f"{relay.http_url}/?relay={relay.ws_url}")
     expect(page.locator("#status")).to_have_attribute("data-state", "idle")
+
+
+def test_the_page_served_by_relay_local_finds_its_websocket_url(relay_local: RelayLocal, browser_page: Page) -> None:
+    """relay-local runs on free ports here, not the default 3001: the page asks relay-local."""
+    assert not relay_local.ws_url.startswith("ws://127.0.0.1:3001")
+    page = browser_page
+    page.goto(f"{relay_local.http_url}/")
+    expect(page.locator("#relay-url")).to_have_value(re.compile(rf"^{re.escape(relay_local.ws_url)}(/[\w-]+)?$"))
+    with start_mac(relay_local) as mac:
+        code = mac.wait_for_event("registered")["code"]
+        page.locator("#code").press_sequentially(code)
+        expect(page.locator("#status")).to_have_attribute("data-state", "paired")
 
 
 def as_typed_by_a_person(code: str) -> str:

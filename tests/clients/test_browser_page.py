@@ -114,6 +114,9 @@ def test_relay_url_is_empty_when_served_from_elsewhere(browser_page: Page) -> No
 
     def serve_page_files(route: Route) -> None:
         name = route.request.url.split("static.example/", 1)[1].split("?", 1)[0] or "index.html"
+        if not (BROWSER_DIR / name).is_file():  # e.g. relay-local's endpoints document
+            route.fulfill(status=404, body="not found")
+            return
         types = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
         route.fulfill(
             status=200,
