@@ -27,6 +27,10 @@ FUNCTION_DIRS = {
     "KickFunction": "kick",
     "AdmitFunction": "admit",
     "ExpiryFunction": "expiry",
+    "ResumeFunction": "resume",
+    "EndFunction": "end",
+    "LeaveFunction": "leave",
+    "GraceFunction": "grace",
     "DebugFunction": "debug",
 }
 

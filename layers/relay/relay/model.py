@@ -39,6 +39,7 @@ class MacConnection:
 
     connection_id: str
     code: str
+    resumable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ class BrowserConnection:
     peer: str
     mac_connection_id: str
     admitted: bool = True  # False while it waits for the mac-client's approval
+    resumable: bool = False
+    mac_away: bool = False  # its frames are held, not posted (the send path's one read says so)
 
 
 Connection = UnboundConnection | MacConnection | BrowserConnection
@@ -62,6 +65,10 @@ class Session:
     mac_connection_id: str
     browser_count: int
     approve: bool = False  # browsers wait for the mac-client's admission
+    resumable: bool = False
+    mac_away: bool = False
+    created_at: int = 0
+    expires_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,7 @@ class Browser:
     peer: str
     connection_id: str
     admitted: bool = True
+    away: bool = False  # its connection dropped; it may resume within the grace period
 
     def connection_in(self, mac: MacConnection) -> BrowserConnection:
         """This browser's connection, as its record in the mac-client's session describes it."""
@@ -80,6 +88,7 @@ class Browser:
             peer=self.peer,
             mac_connection_id=mac.connection_id,
             admitted=self.admitted,
+            resumable=mac.resumable,
         )
 
 
@@ -109,6 +118,42 @@ class ExpiredSession:
     created_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class Absence:
+    """A holder that went away: what the grace timer carries and checks when it fires.
+
+    `connection_id` is the connection that dropped; a resume replaces it, so a timer
+    whose connection is no longer the holder's finds nothing to do.
+    """
+
+    code: str
+    holder: str  # protocol.MAC_PEER or a browser's peer id
+    connection_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedMac:
+    """The mac-client took its session back on a new connection."""
+
+    session: Session  # as it is now (the new connection, no longer away)
+    old_connection_id: str
+    was_away: bool
+    browsers: list[Browser]  # matched to the new connection
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedBrowser:
+    connection: BrowserConnection  # the new one
+    old_connection_id: str
+    was_away: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    sequence: int
+    message: dict[str, object]
+
+
 class StoreError(Exception):
     """A session-store outcome the caller must turn into a protocol answer."""
 
@@ -131,3 +176,15 @@ class SessionFull(StoreError):
 
 class CodeSpaceExhausted(StoreError):
     """Every fresh code drawn collided with a live session, up to the configured bound."""
+
+
+class InvalidToken(StoreError):
+    """No resumable place holds this token (unknown, used, or its session is gone)."""
+
+
+class NotAway(StoreError):
+    """The recipient is not away (any more): deliver to it, do not hold."""
+
+
+class HoldRefused(StoreError):
+    """MaxHeldFrames are already held for this away recipient."""

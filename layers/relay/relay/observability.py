@@ -33,6 +33,9 @@ class Metric(StrEnum):
     AUTH_RATE_LIMITED = "AuthRateLimited"
     FRAMES_RELAYED = "FramesRelayed"
     PAYLOAD_REJECTIONS = "PayloadRejections"
+    FRAMES_HELD = "FramesHeld"
+    SESSIONS_RESUMED = "SessionsResumed"
+    GRACE_EXPIRIES = "GraceExpiries"
 
 
 def count(metric: Metric, value: int = 1) -> None:

@@ -8,11 +8,12 @@ same behaviour as the DynamoDB one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from relay import protocol
 from relay.model import (
+    Absence,
     AuthContext,
     Browser,
     BrowserConnection,
@@ -20,6 +21,9 @@ from relay.model import (
     Delivery,
     EndedSession,
     ExpiredSession,
+    HeldMessage,
+    ResumedBrowser,
+    ResumedMac,
     Session,
 )
 
@@ -52,8 +56,15 @@ class SessionStore(Protocol):
         ...
 
     # ---- codes and sessions -------------------------------------------------------
-    def register_mac_client(self, connection_id: str, client_id: str, approve: bool = False) -> str:
+    def register_mac_client(
+        self,
+        connection_id: str,
+        client_id: str,
+        approve: bool = False,
+        token_hash: Callable[[str], str] | None = None,
+    ) -> str:
         """A new session with a fresh code, this connection its mac-client; the code.
+        With `token_hash` (the mac-client's token hash for a drawn code) it is resumable.
         Raises AlreadyBound or CodeSpaceExhausted."""
         ...
 
@@ -66,7 +77,9 @@ class SessionStore(Protocol):
         ...
 
     # ---- browsers -----------------------------------------------------------------
-    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
+    def add_browser(
+        self, connection_id: str, session: Session, peer: str, admitted: bool = True, token_hash: str | None = None
+    ) -> None:
         """Bind the connection to that very session as browser `peer`.
         Raises AlreadyBound, InvalidCode (the session is gone) or SessionFull."""
         ...
@@ -85,6 +98,41 @@ class SessionStore(Protocol):
 
     def remove_browser(self, browser: BrowserConnection) -> bool:
         """Unbind the browser and forget its connection; False if it was already gone."""
+        ...
+
+    # ---- resumable sessions --------------------------------------------------------
+    def mark_mac_away(self, code: str, mac_connection_id: str) -> list[Browser] | None:
+        """The mac-client dropped: away, its connection forgotten. The present browsers to
+        tell; None if not resumable, not this mac-client's session, or already away."""
+        ...
+
+    def mark_browser_away(self, browser: BrowserConnection) -> bool:
+        """The browser dropped: its place is away, its connection forgotten; False if it
+        was not there (any more) or already away."""
+        ...
+
+    def resume_mac(self, code: str, token_hash: str, new_token_hash: str, connection_id: str) -> ResumedMac:
+        """Move the session to this connection and replace the token.
+        Raises InvalidToken or AlreadyBound."""
+        ...
+
+    def resume_browser(
+        self, code: str, peer: str, token_hash: str, new_token_hash: str, connection_id: str
+    ) -> ResumedBrowser:
+        """Move browser `peer`'s place to this connection and replace the token.
+        Raises InvalidToken or AlreadyBound."""
+        ...
+
+    def hold_message(self, code: str, holder: str, message: protocol.Message) -> None:
+        """Keep a message for an away holder. Raises NotAway or HoldRefused."""
+        ...
+
+    def held_messages(self, code: str, holder: str, session_created_at: int) -> list[HeldMessage]:
+        """The messages held for this holder of this session, oldest first."""
+        ...
+
+    def drop_held(self, code: str, holder: str, sequences: list[int]) -> None:
+        """Forget delivered held messages."""
         ...
 
     # ---- expiry -------------------------------------------------------------------
@@ -113,3 +161,9 @@ class Connections(Protocol):
     def close(self, connection_id: str) -> None:
         """Close the connection; one already gone is not an error."""
         ...
+
+
+class GraceTimer(Protocol):
+    """Calls back (Relay.grace_expired) ResumeGraceSeconds after a holder went away."""
+
+    def start(self, absence: Absence) -> None: ...

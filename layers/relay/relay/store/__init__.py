@@ -1,10 +1,13 @@
 """Sessions in DynamoDB: the relay's only state, behind relay.ports.SessionStore.
 
-One table, six kinds of item (pk / sk), each kept by one section of this package:
+One table, seven kinds of item (pk / sk), each kept by one section of this package:
 
     S#<code>      / #META         a session: its mac-client's connection, browser count,
                                   approval mode, creation time, TTL           (sessions)
     S#<code>      / P#<peer>      a browser of that session and its connection  (browsers)
+    S#<code>      / H#<holder>#<seq>
+                                  a message held for an away holder ("mac" or a peer
+                                  id) of a resumable session                    (resume)
     S#<code>      / #EXPIRED#<created at>#<mac connection id>
                                   marks a TTL-deleted session as released        (expiry)
     C#<conn id>   / #CONN         what a connection is: unbound (failed auths only),
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING
 from relay.settings import Settings
 from relay.store.expiry import ExpiryRecords
 from relay.store.limits import LimitRecords
+from relay.store.resume import ResumeRecords
 from relay.store.sessions import SessionRecords
 from relay.store.table import Table
 
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
-class DynamoDbStore(SessionRecords, ExpiryRecords, LimitRecords):
+class DynamoDbStore(SessionRecords, ExpiryRecords, LimitRecords, ResumeRecords):
     """The DynamoDB implementation of relay.ports.SessionStore."""
 
     def __init__(

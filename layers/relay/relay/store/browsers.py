@@ -34,19 +34,24 @@ def _browser_from(item: Item) -> Browser:
         peer=item["sk"]["S"].removeprefix(PEER_PREFIX),
         connection_id=item["connection_id"]["S"],
         admitted=flag(item, "admitted", True),
+        away="away" in item,
     )
 
 
 class BrowserRecords(ConnectionRecords):
-    def add_browser(self, connection_id: str, session: Session, peer: str, admitted: bool = True) -> None:
+    def add_browser(
+        self, connection_id: str, session: Session, peer: str, admitted: bool = True, token_hash: str | None = None
+    ) -> None:
         """Bind this connection to the session as a browser with the given peer id.
 
         The session must still be the same live session (same mac-client) with room
         for one more browser when the transaction commits; a mac-client ending its
         session concurrently therefore can never leave this browser bound to it.
+        In a resumable session the browser's records live as long as the session and
+        its peer item keeps the hash of its resume token.
         """
         table = self.table
-        expires_at = table.expires_at()
+        expires_at = str(session.expires_at) if session.resumable else table.expires_at()
         take_seat = table.update(
             session_key(session.code),
             "ADD browser_count :one",
@@ -65,14 +70,20 @@ class BrowserRecords(ConnectionRecords):
                 "mac_connection_id": {"S": session.mac_connection_id},
                 "admitted": {"BOOL": admitted},
                 "expires_at": {"N": expires_at},
+                **({"token_hash": {"S": token_hash}} if token_hash is not None else {}),
+                **({"session_created_at": {"N": str(session.created_at)}} if session.resumable else {}),
             },
             condition="attribute_not_exists(pk)",
+        )
+        resumable_values: Item = (
+            {":resumable": {"BOOL": True}, ":mac_away": {"BOOL": session.mac_away}} if session.resumable else {}
         )
         bind_connection = table.update(
             connection_key(connection_id),
             "SET #role = :browser, code = :code, peer = :peer, "
-            "mac_connection_id = :mac, admitted = :admitted, expires_at = :exp "
-            "REMOVE failed_auths",
+            "mac_connection_id = :mac, admitted = :admitted, expires_at = :exp"
+            + (", resumable = :resumable, mac_away = :mac_away" if session.resumable else "")
+            + " REMOVE failed_auths",
             {
                 ":browser": {"S": Role.BROWSER.value},
                 ":code": {"S": session.code},
@@ -80,6 +91,7 @@ class BrowserRecords(ConnectionRecords):
                 ":mac": {"S": session.mac_connection_id},
                 ":admitted": {"BOOL": admitted},
                 ":exp": {"N": expires_at},
+                **resumable_values,
             },
             condition="attribute_not_exists(#role)",
             names={"#role": "role"},

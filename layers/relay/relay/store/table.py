@@ -28,6 +28,7 @@ CONN = "#CONN"
 COUNT = "#COUNT"
 PEER_PREFIX = "P#"
 EXPIRED_PREFIX = "#EXPIRED#"
+HELD_PREFIX = "H#"
 
 CONDITION_FAILED = "ConditionalCheckFailed"
 
@@ -57,6 +58,11 @@ def counter_key(shard: int) -> Item:
 
 def ip_window_key(source_ip: str, window_start: int) -> Item:
     return {"pk": {"S": f"IP#{source_ip}"}, "sk": {"S": f"W#{window_start}"}}
+
+
+def held_key(code: str, recipient: str, sequence: int) -> Item:
+    # Zero-padded, so the sort key orders held messages as they were sent.
+    return {"pk": {"S": session_partition(code)}, "sk": {"S": f"{HELD_PREFIX}{recipient}#{sequence:012d}"}}
 
 
 def expired_marker_key(code: str, created_at: int, mac_connection_id: str) -> Item:
@@ -150,6 +156,16 @@ class Table:
             update["ExpressionAttributeNames"] = names
         return {"Update": update}
 
+    def condition_check(
+        self, key: Item, condition: str, values: Item | None = None, names: dict[str, str] | None = None
+    ) -> Item:
+        check: Item = {"TableName": self.name, "Key": key, "ConditionExpression": condition}
+        if values:
+            check["ExpressionAttributeValues"] = values
+        if names:
+            check["ExpressionAttributeNames"] = names
+        return {"ConditionCheck": check}
+
     def delete(self, key: Item, condition: str | None = None, values: Item | None = None) -> Item:
         delete: Item = {"TableName": self.name, "Key": key}
         if condition:
@@ -179,6 +195,15 @@ class Table:
             return self.client.delete_item(**request)  # type: ignore[return-value]
         except ClientError as error:
             raise StoreUnavailable(_error_code(error)) from error
+
+    def write_if(self, operation: Item) -> Item | None:
+        """Like write, but a failed condition is None rather than an error."""
+        try:
+            return self.write(operation)
+        except StoreUnavailable as error:
+            if error.args == ("ConditionalCheckFailedException",):
+                return None
+            raise
 
     def get(self, key: Item) -> Item | None:
         try:
