@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.parser.models import (
     SqsModel,
 )
 from pydantic import BaseModel, ValidationError
+from relay.grace_timer import absence_from_record
 from relay.protocol import (
     AdmitRequest,
     AuthRequest,
@@ -38,7 +39,6 @@ from relay.protocol import (
     normalise_code,
     parse_client_message,
 )
-from relay.grace_timer import absence_from_record
 from relay.resume_tokens import read as read_token
 from relay.store.expiry import expired_session_from_record
 

@@ -160,7 +160,7 @@ def test_browsers_hear_peer_away_and_their_frames_are_held_until_the_resume(gate
     assert send(gateway, browser, "held") == []
     assert gateway.post_calls == posts_before  # held, not posted
     assert active_sessions(gateway) == 1  # the debug count still counts it
-    new_mac, _, after = resumed(gateway, token)
+    _new_mac, _, after = resumed(gateway, token)
     assert after == [protocol.frame(peer, "held")]
 
 
@@ -182,7 +182,7 @@ def test_a_late_disconnect_of_the_old_connection_does_not_throw_the_new_one_out(
     mac, code, token = register_resumable(gateway)
     browser, peer, _ = join(gateway, code)
     # The client reconnected before API Gateway's $disconnect for the old socket arrived.
-    new_mac, reply, _ = resumed(gateway, token)
+    new_mac, _reply, _ = resumed(gateway, token)
     assert mac in gateway.closed_by_relay  # the superseded connection is closed
     gateway.disconnect(mac)
     assert send(gateway, browser, "still paired") == []
@@ -225,7 +225,7 @@ def test_resume_without_a_string_token_is_bad_request(gateway: Gateway, token: A
 
 def test_bad_tokens_count_against_the_connections_limit(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_AUTH_ATTEMPTS", "3")
-    _, code, token = register_resumable(gateway)
+    _, _code, token = register_resumable(gateway)
     guesser = gateway.connect()
     wrong = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     for attempt, guess in enumerate(["nonsense", wrong, wrong]):
@@ -308,7 +308,7 @@ def test_the_resumed_mac_client_sees_each_browsers_state(gateway: Gateway, monke
     admitted, away, waiting = gateway.connect(), gateway.connect(), gateway.connect()
     peers = {}
     for browser in (admitted, away, waiting):
-        (pending,) = auth(gateway, browser, code)
+        (_pending,) = auth(gateway, browser, code)
         peers[browser] = gateway.last(mac)["peer"]
     for browser in (admitted, away):
         gateway.message(mac, {"action": "admit", "peer": peers[browser]})

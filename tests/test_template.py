@@ -262,7 +262,9 @@ def test_sessions_table(cfn: dict[str, Any]) -> None:
 
 def test_expiry_function_reads_only_ttl_removals_from_the_table_stream(cfn: dict[str, Any]) -> None:
     mappings = resources_of_type(cfn, "AWS::Lambda::EventSourceMapping")
-    [mapping] = [m["Properties"] for m in mappings.values() if m["Properties"]["FunctionName"] != {"Ref": "GraceFunction"}]
+    [mapping] = [
+        m["Properties"] for m in mappings.values() if m["Properties"]["FunctionName"] != {"Ref": "GraceFunction"}
+    ]
     assert mapping["FunctionName"] == {"Ref": "ExpiryFunction"}
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["SessionsTable", "StreamArn"]}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
