@@ -48,15 +48,14 @@ DYNAMODB_ACTIONS: dict[str, set[str]] = {
     "DefaultFunction": set(),
     "RegisterFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     "AuthFunction": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
-    "SendFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
+    "SendFunction": {"GetItem", "PutItem", "ConditionCheckItem", "Query", "UpdateItem", "DeleteItem"},
     "DisconnectFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
     "KickFunction": {"GetItem", "UpdateItem", "DeleteItem"},
-    "AdmitFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
+    "AdmitFunction": {"GetItem", "PutItem", "ConditionCheckItem", "UpdateItem", "DeleteItem", "Query"},
     "ExpiryFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
     "ResumeFunction": {
         "BatchGetItem",
         "GetItem",
-        "PutItem",
         "UpdateItem",
         "DeleteItem",
         "Query",
@@ -64,7 +63,7 @@ DYNAMODB_ACTIONS: dict[str, set[str]] = {
     },
     "EndFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
     "LeaveFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
-    "GraceFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "GraceFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
     "DebugFunction": {"BatchGetItem"},
 }
 # Management API methods on @connections each function may call: POST (PostToConnection)
