@@ -132,6 +132,8 @@ class ResumeRecords(BrowserRecords):
                 raise InvalidToken
             old = session.mac_connection_id
             browsers = self.list_browsers(code, old)
+            if connection_id == old or any(b.connection_id == connection_id and not b.away for b in browsers):
+                raise AlreadyBound  # a connection of this very session (one transaction item each)
             items = [
                 table.update(
                     session_key(code),
@@ -221,6 +223,8 @@ class ResumeRecords(BrowserRecords):
             ):
                 raise InvalidToken
             old = str(text(place, "connection_id"))
+            if connection_id in (old, session.mac_connection_id):
+                raise AlreadyBound
             admitted = bool(place.get("admitted", {"BOOL": True})["BOOL"])
             items = [
                 table.update(
