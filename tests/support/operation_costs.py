@@ -212,9 +212,7 @@ def relay_over_moto(sessions: int) -> Iterator[tuple[Gateway, UnitRecorder, floa
         with mock_aws():
             uncounted = boto3.session.Session(region_name=REGION).client("dynamodb")
             create_sessions_table(uncounted, TABLE_NAME)
-            os.environ["GRACE_QUEUE_URL"] = create_grace_queue(
-                boto3.session.Session(region_name=REGION).client("sqs")
-            )
+            os.environ["GRACE_QUEUE_URL"] = create_grace_queue(boto3.session.Session(region_name=REGION).client("sqs"))
             started = time.perf_counter()
             populate(uncounted, sessions)
             populate_seconds = time.perf_counter() - started
