@@ -284,12 +284,13 @@ class RelayMachine(RuleBasedStateMachine):
     @invariant()
     def invariants_hold(self) -> None:
         state = assert_invariants(self.gateway, self.dynamodb)
-        # The mac-client of each live session was told its code (and by the checks above no
-        # other live mac-client holds it).
+        # The mac-client of each live session was told its code, at registration or on
+        # resuming (and by the checks above no other live mac-client holds it).
         told: defaultdict[str, set[str]] = defaultdict(set)
         for connection_id, messages in self.gateway.sent.items():
             for message in messages:
-                if message["type"] == MessageType.REGISTERED:
+                resumed_mac = message["type"] == MessageType.RESUMED and message["role"] == "mac"
+                if message["type"] == MessageType.REGISTERED or resumed_mac:
                     told[message["code"]].add(connection_id)
         for code, session in state.sessions.items():
             assert text(session, "mac_connection_id") in told[code], code
