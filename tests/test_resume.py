@@ -441,3 +441,26 @@ def test_a_resumable_sessions_ttl_is_its_max_lifetime_and_ends_it_as_expired(
 
 def register_token(gateway: Gateway, mac: str) -> str:
     return str(gateway.sent[mac][0]["resume_token"])
+
+
+def test_a_frame_sent_while_its_mac_client_resumes_is_delivered_once_not_stranded(gateway: Gateway) -> None:
+    """The resume runs between the browser's read (mac-client away) and its hold."""
+    mac, code, token = register_resumable(gateway)
+    browser, peer, _ = join(gateway, code)
+    gateway.disconnect(mac)
+    resumed_on: list[str] = []
+
+    def resume_first(**_: Any) -> None:
+        if not resumed_on:
+            resumed_on.append(resumed(gateway, token)[0])
+
+    events = wiring.session_store().table.client.meta.events
+    events.register("before-call.dynamodb.UpdateItem", resume_first)
+    try:
+        # The browser hears peer_back from the resume that ran inside its request.
+        assert send(gateway, browser, "racing") == [protocol.peer_back(protocol.MAC_PEER)]
+    finally:
+        events.unregister("before-call.dynamodb.UpdateItem", resume_first)
+    (new_mac,) = resumed_on
+    assert [m["type"] for m in gateway.sent[new_mac]] == ["resumed", "frame"]
+    assert gateway.last(new_mac) == protocol.frame(peer, "racing")

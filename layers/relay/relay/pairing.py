@@ -397,30 +397,38 @@ class Relay:
 
     def _hold(self, code: str, holder: str, message: protocol.Message, sender: str) -> None:
         """Keep a message for an away holder; if it is back, deliver it where it is now."""
-        try:
-            self.store.hold_message(code, holder, message)
-            count(Metric.FRAMES_HELD)
+        for _ in range(2):
+            try:
+                self.store.hold_message(code, holder, message)
+                count(Metric.FRAMES_HELD)
+                return
+            except HoldRefused:
+                self.reply_error(sender, ErrorCode.PEER_AWAY)
+                return
+            except NotAway:
+                pass
+            # It resumed (or left) between our read and the hold: look it up once more.
+            present, target = self._holder_connection(code, holder)
+            if not present:
+                continue  # away again: hold it for the next resume
+            if target is None:
+                self.reply_error(sender, ErrorCode.PEER_GONE)
+            elif self.connections.post(target, message) is Delivery.GONE:
+                self.reply_error(sender, ErrorCode.PEER_AWAY)
             return
-        except HoldRefused:
-            self.reply_error(sender, ErrorCode.PEER_AWAY)
-            return
-        except NotAway:
-            pass
-        # It resumed (or left) between our read and the hold: look it up once more.
-        target = self._holder_connection(code, holder)
-        if target is None:
-            self.reply_error(sender, ErrorCode.PEER_GONE)
-        elif self.connections.post(target, message) is Delivery.GONE:
-            self.reply_error(sender, ErrorCode.PEER_AWAY)
+        self.reply_error(sender, ErrorCode.PEER_AWAY)
 
-    def _holder_connection(self, code: str, holder: str) -> str | None:
+    def _holder_connection(self, code: str, holder: str) -> tuple[bool, str | None]:
+        """(present, its connection): (False, None) while away, (True, None) once gone."""
         session = self.store.validate_session_code(code)
-        if session is None or (session.mac_away and holder == protocol.MAC_PEER):
-            return None
+        if session is None:
+            return True, None
         if holder == protocol.MAC_PEER:
-            return session.mac_connection_id
+            return (False, None) if session.mac_away else (True, session.mac_connection_id)
         browser = self.store.get_browser(code, session.mac_connection_id, holder)
-        return None if browser is None or browser.away else browser.connection_id
+        if browser is None:
+            return True, None
+        return (False, None) if browser.away else (True, browser.connection_id)
 
     def claim_attempt(self, connection_id: str, source_ip: str) -> bool:
         """Claim one attempt to present a secret. False: refused, and the refusal
