@@ -205,12 +205,19 @@ class ResumeRecords(BrowserRecords):
             try:
                 table.transact(items, request_token, f"resume:mac:{connection_id}:{attempt}")
             except Cancelled as cancelled:
-                if cancelled.failed(1):
+                if not cancelled.failed(1):
+                    continue  # the token was used, or a browser came or went: look again
+                if not self._holds_token(session_key(code), "mac_token_hash", new_token_hash):
                     raise AlreadyBound from None
-                continue  # the token was used, or a browser came or went: look again
+                # Our own write, applied before a lost response: answer as if it had come back.
             resumed_session = replace(session, mac_connection_id=connection_id, mac_away=False)
             return ResumedMac(resumed_session, old, session.mac_away, browsers)
         raise InvalidToken
+
+    def _holds_token(self, key: Item, attribute: str, token_hash: str) -> bool:
+        """Re-read after a conditional failure: does the place already hold the token this
+        very call issued (random, so no other write can have put it there)?"""
+        return text(self.table.get(key) or {}, attribute) == token_hash
 
     def resume_browser(
         self,
@@ -288,9 +295,11 @@ class ResumeRecords(BrowserRecords):
             try:
                 table.transact(items, request_token, f"resume:{peer}:{connection_id}:{attempt}")
             except Cancelled as cancelled:
-                if cancelled.failed(1):
+                if not cancelled.failed(1):
+                    continue
+                if not self._holds_token(peer_key(code, peer), "token_hash", new_token_hash):
                     raise AlreadyBound from None
-                continue
+                # Our own write, applied before a lost response: answer as if it had come back.
             connection = BrowserConnection(
                 connection_id=connection_id,
                 code=code,
