@@ -59,11 +59,11 @@ def function_task(function: Function, layer: Path) -> tuple[list[str], dict[str,
         {
             **function.environment,
             "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function.name}",
-            # Functions no WebSocket event reaches (the TTL stream) get their Management
-            # API endpoint this way on AWS too.
+            # Functions no WebSocket event reaches (the TTL stream, the grace queue) get
+            # their Management API endpoint this way on AWS too.
             **(
                 {"AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": "https://example.execute-api.us-east-1.amazonaws.com/prod"}
-                if function.name == "expiry"
+                if function.name in ("expiry", "grace")
                 else {}
             ),
         }

@@ -14,6 +14,7 @@ from tests.support.aws import (
     REGION,
     TABLE_NAME,
     boto3_session,
+    create_grace_queue,
     create_sessions_table,
 )
 from tests.support.harness import Gateway, observed_gateway
@@ -42,7 +43,11 @@ def dynamodb(aws_environment: None) -> Iterator[Any]:
     with mock_aws():
         client = boto3_session().client("dynamodb")
         create_sessions_table(client)
-        yield client
+        os.environ["GRACE_QUEUE_URL"] = create_grace_queue(boto3_session().client("sqs"))
+        try:
+            yield client
+        finally:
+            os.environ.pop("GRACE_QUEUE_URL", None)
 
 
 @pytest.fixture

@@ -20,20 +20,26 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayWebSocketDisconnectEventModel,
     APIGatewayWebSocketMessageEventModel,
     DynamoDBStreamModel,
+    SqsModel,
 )
 from pydantic import BaseModel, ValidationError
+from relay.grace_timer import absence_from_record
 from relay.protocol import (
     AdmitRequest,
     AuthRequest,
+    EndRequest,
     ErrorCode,
     KickRequest,
+    LeaveRequest,
     ProtocolError,
     RegisterRequest,
+    ResumeRequest,
     SendRequest,
     is_well_formed_code,
     normalise_code,
     parse_client_message,
 )
+from relay.resume_tokens import read as read_token
 from relay.store.expiry import expired_session_from_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,10 +55,13 @@ WEBSOCKET_MODELS: dict[str, type[BaseModel]] = {
     "admit": APIGatewayWebSocketMessageEventModel,
     "lock": APIGatewayWebSocketMessageEventModel,
     "unlock": APIGatewayWebSocketMessageEventModel,
+    "resume": APIGatewayWebSocketMessageEventModel,
+    "end": APIGatewayWebSocketMessageEventModel,
+    "leave": APIGatewayWebSocketMessageEventModel,
     "default": APIGatewayWebSocketMessageEventModel,
     "disconnect": APIGatewayWebSocketDisconnectEventModel,
 }
-ALL_FIXTURES = [*WEBSOCKET_MODELS, "debug", "expiry"]
+ALL_FIXTURES = [*WEBSOCKET_MODELS, "debug", "expiry", "grace"]
 
 # API Gateway connection ids are 12 random bytes, base64: 16 characters ending in '='.
 CONNECTION_ID = re.compile(r"^[A-Za-z0-9+/]{15}=$")
@@ -152,6 +161,11 @@ def test_message_fixtures_parse_as_their_protocol_requests() -> None:
     assert send == SendRequest(data={"text": "hello"})
     assert parse_client_message(load_event("kick")["body"]) == KickRequest(peer="p1a2b3c4d")
     assert parse_client_message(load_event("admit")["body"]) == AdmitRequest(peer="p1a2b3c4d")
+    resume = parse_client_message(load_event("resume")["body"])
+    assert isinstance(resume, ResumeRequest)
+    assert read_token(resume.token) is not None  # shaped like a real token (a mac-client's)
+    assert parse_client_message(load_event("end")["body"]) == EndRequest()
+    assert parse_client_message(load_event("leave")["body"]) == LeaveRequest()
 
 
 def test_default_fixture_body_is_rejected_as_bad_request() -> None:
@@ -162,7 +176,7 @@ def test_default_fixture_body_is_rejected_as_bad_request() -> None:
 
 def test_message_fixture_routes_match_route_selection() -> None:
     """API Gateway picks the route from body.action; $default when there is none."""
-    for name in ("register", "auth", "send", "kick", "admit", "default"):
+    for name in ("register", "auth", "send", "kick", "admit", "resume", "end", "leave", "default"):
         event = load_event(name)
         route_key = event["requestContext"]["routeKey"]
         try:
@@ -198,6 +212,17 @@ def test_expiry_fixture_is_a_ttl_removal_of_a_session() -> None:
     assert CONNECTION_ID.fullmatch(expired.mac_connection_id)
     old_image = event["Records"][0]["dynamodb"]["OldImage"]
     assert expired.created_at < int(old_image["expires_at"]["N"])
+
+
+def test_grace_fixture_is_an_sqs_batch_carrying_an_absence() -> None:
+    event = load_event("grace")
+    parsed = SqsModel.model_validate(event)
+    [record] = parsed.Records
+    assert record.eventSource == "aws:sqs"
+    absence = absence_from_record(event["Records"][0])
+    assert absence is not None
+    assert is_well_formed_code(absence.code)
+    assert CONNECTION_ID.fullmatch(absence.connection_id)
 
 
 def test_models_reject_a_fixture_with_the_wrong_event_type() -> None:
@@ -237,3 +262,6 @@ def test_every_fixture_targets_the_function_it_is_named_after() -> None:
     stream_events = functions[by_fixture["expiry"]]["Events"].values()
     assert [event["Type"] for event in stream_events] == ["DynamoDB"]
     assert {record["eventSource"] for record in load_event("expiry")["Records"]} == {"aws:dynamodb"}
+    queue_events = functions[by_fixture["grace"]]["Events"].values()
+    assert [event["Type"] for event in queue_events] == ["SQS"]
+    assert {record["eventSource"] for record in load_event("grace")["Records"]} == {"aws:sqs"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ from moto import mock_aws
 from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
-from tests.support.aws import REGION, TABLE_NAME, create_sessions_table, reset_relay_caches
+from tests.support.aws import REGION, TABLE_NAME, create_grace_queue, create_sessions_table, reset_relay_caches
 from tests.support.files import load_template
 from tests.support.harness import Gateway
 from tests.support.invariants import (
@@ -283,12 +284,13 @@ class RelayMachine(RuleBasedStateMachine):
     @invariant()
     def invariants_hold(self) -> None:
         state = assert_invariants(self.gateway, self.dynamodb)
-        # The mac-client of each live session was told its code (and by the checks above no
-        # other live mac-client holds it).
+        # The mac-client of each live session was told its code, at registration or on
+        # resuming (and by the checks above no other live mac-client holds it).
         told: defaultdict[str, set[str]] = defaultdict(set)
         for connection_id, messages in self.gateway.sent.items():
             for message in messages:
-                if message["type"] == MessageType.REGISTERED:
+                resumed_mac = message["type"] == MessageType.RESUMED and message["role"] == "mac"
+                if message["type"] == MessageType.REGISTERED or resumed_mac:
                     told[message["code"]].add(connection_id)
         for code, session in state.sessions.items():
             assert text(session, "mac_connection_id") in told[code], code
@@ -369,3 +371,93 @@ def test_direct_replies_leave_out_events_caused_by_others() -> None:
     assert direct_replies("auth", received) == [protocol.authenticated("K7M2QX", "p1")]
     assert direct_replies("send", [protocol.peer_left("p1")]) == []
     assert direct_replies("kick", [protocol.peer_left("p1")]) == [protocol.peer_left("p1")]
+
+
+class ResumableMachine(RelayMachine):
+    """The same relay with resumable sessions: holders go away (a $disconnect or a 410),
+    resume with their latest token or with a used one, end, leave, and have their grace
+    period run out, in any order among the steps above. On top of the invariants above:
+    a token works at most once, an away holder's seat and session stay counted (the
+    away-aware checks in tests/support/invariants.py), and nothing stays held for a
+    mac-client that is back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sqs = boto3.client("sqs", region_name=REGION)
+        os.environ["GRACE_QUEUE_URL"] = create_grace_queue(self._sqs)
+        os.environ["MAX_HELD_FRAMES"] = "3"
+        self.tokens: list[str] = []
+        self.used_tokens: set[str] = set()
+
+    def latest_tokens(self) -> list[str]:
+        for messages in self.gateway.sent.values():
+            for message in messages:
+                token = message.get("resume_token")
+                if token is not None and token not in self.tokens:
+                    self.tokens.append(token)
+        return self.tokens
+
+    @rule(which=pick, approve=st.booleans())
+    def register_resumable(self, which: int, approve: bool) -> None:
+        body: dict[str, Any] = {"action": "register", "client_id": "mac", "resumable": True, "approve": approve}
+        received = self.client_says(self.connection(which), body, must_answer=True)
+        self.codes += [m["code"] for m in received if m["type"] == MessageType.REGISTERED]
+
+    @precondition(lambda self: len(self.connection_ids) < MAX_CONNECTIONS)
+    @rule(token=pick)
+    def resume(self, token: int) -> None:
+        tokens = self.latest_tokens()
+        if not tokens:
+            return
+        chosen = tokens[token % len(tokens)]
+        connection = self.gateway.connect()
+        self.connection_ids.append(connection)
+        received = self.client_says(connection, {"action": "resume", "token": chosen}, must_answer=True)
+        outcome = direct_replies("resume", received)[0]
+        if chosen in self.used_tokens:
+            assert outcome.get("error") in (ErrorCode.INVALID_TOKEN, ErrorCode.TOO_MANY_ATTEMPTS), outcome
+        if outcome["type"] == MessageType.RESUMED:
+            self.used_tokens.add(chosen)
+            self.peers += [outcome["peer"]] if "peer" in outcome else []
+
+    @rule(which=pick)
+    def end(self, which: int) -> None:
+        self.client_says(self.connection(which), {"action": "end"}, must_answer=True)
+
+    @rule(which=pick)
+    def leave(self, which: int) -> None:
+        self.client_says(self.connection(which), {"action": "leave"}, must_answer=True)
+
+    @rule()
+    def grace_period_runs_out(self) -> None:
+        assert self.gateway.fire_grace_timers() == {"batchItemFailures": []}
+        self.gateway.vanished.update(self.gateway.closed_by_relay)
+
+    @invariant()
+    def nothing_is_held_for_a_present_mac_client(self) -> None:
+        # Held frames are delivered and deleted right after `resumed`.
+        state = read_table(self.dynamodb)
+        for code, session in state.sessions.items():
+            if "mac_away" not in session:
+                held = self.dynamodb.query(
+                    TableName=TABLE_NAME,
+                    KeyConditionExpression="pk = :pk AND begins_with(sk, :held)",
+                    ExpressionAttributeValues={":pk": {"S": f"S#{code}"}, ":held": {"S": "H#mac#"}},
+                    ConsistentRead=True,
+                )["Items"]
+                live = [
+                    item
+                    for item in held
+                    if int(item["session_created_at"]["N"]) == int(session["created_at"]["N"])
+                    and int(item["expires_at"]["N"]) > int(time.time())
+                ]
+                assert live == [], (code, live)
+
+
+ResumableMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("RELAY_INVARIANT_EXAMPLES", "25")),
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestResumableInvariants = ResumableMachine.TestCase

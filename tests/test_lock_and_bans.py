@@ -172,3 +172,32 @@ def test_the_endpoint_override_still_wins(gateway: Gateway, monkeypatch: pytest.
     assert gateway.invoke("register", event) == {"statusCode": 200}
 
     assert [url.split("/@connections/")[0] for url in urls] == ["http://127.0.0.1:9/local"]
+
+
+# ---- with resumable sessions -------------------------------------------------------------
+
+
+def test_a_kicked_address_stays_banned_and_a_lock_stays_after_the_mac_client_resumes(gateway: Gateway) -> None:
+    """The Mac's Wi-Fi blips after a kick and a lock: neither may lapse with its connection."""
+    mac = gateway.connect()
+    (registered,) = gateway.message(mac, {"action": "register", "client_id": "m", "resumable": True})
+    code, token = registered["code"], registered["resume_token"]
+    browser = gateway.connect()
+    (joined,) = auth(gateway, browser, code, KICKED_FROM)
+    gateway.message(mac, {"action": "kick", "peer": joined["peer"]})
+
+    gateway.disconnect(mac)  # away
+    new_mac = gateway.connect()
+    (resumed,) = gateway.message(new_mac, {"action": "resume", "token": token})
+    assert resumed["type"] == MessageType.RESUMED
+
+    assert auth(gateway, gateway.connect(), code, KICKED_FROM) == [protocol.error(ErrorCode.BANNED)]
+    (elsewhere,) = auth(gateway, gateway.connect(), code, "192.0.2.71")
+    assert elsewhere["type"] == MessageType.AUTHENTICATED
+
+    assert gateway.message(new_mac, {"action": "lock"}) == [protocol.locked()]
+    # A second resume, before any $disconnect of the first connection.
+    (again,) = gateway.message(gateway.connect(), {"action": "resume", "token": resumed["resume_token"]})
+    assert again["type"] == MessageType.RESUMED
+    assert auth(gateway, gateway.connect(), code, "192.0.2.72") == [protocol.error(ErrorCode.INVALID_CODE)]
+    assert auth(gateway, gateway.connect(), code, KICKED_FROM) == [protocol.error(ErrorCode.INVALID_CODE)]

@@ -26,6 +26,7 @@ from botocore.retries.standard import ExponentialBackoff
 from relay import protocol
 from relay.protocol import ErrorCode, MessageType
 
+from tests.support.aws import TABLE_NAME
 from tests.support.harness import Gateway
 from tests.support.invariants import assert_invariants, debug_count, read_table
 from tests.support.lost_responses import IdempotentTransactions, LostResponses
@@ -210,6 +211,196 @@ def test_a_mac_disconnect_whose_response_is_lost_still_closes_the_session(
 
     assert lost.lost == [("DisconnectFunction", "TransactWriteItems")]
     assert gateway.last(browser) == protocol.session_closed()
+    assert debug_count(gateway) == 0
+    state = assert_invariants(gateway, dynamodb)
+    assert state.sessions == {}
+    assert state.peers == {}
+
+
+# ---- resumable sessions (issue 11's writes) ----------------------------------------------
+# The resume's own transaction swaps the token hash; the claim before it is another.
+RESUME_MAC = "mac_token_hash = :next"
+RESUME_BROWSER = "token_hash = :next REMOVE away"
+
+
+def registered_resumable(gateway: Gateway) -> tuple[str, str, str]:
+    mac = gateway.connect()
+    (reply,) = gateway.message(mac, {"action": "register", "client_id": "mac-1", "resumable": True})
+    assert reply["type"] == MessageType.REGISTERED, reply
+    return mac, reply["code"], reply["resume_token"]
+
+
+def joined_resumable(gateway: Gateway, code: str) -> tuple[str, str, str]:
+    browser = gateway.connect()
+    (reply,) = auth(gateway, browser, code)
+    assert reply["type"] == MessageType.AUTHENTICATED, reply
+    return browser, reply["peer"], reply["resume_token"]
+
+
+def resume(gateway: Gateway, token: str) -> tuple[str, list[Message]]:
+    connection = gateway.connect()
+    return connection, gateway.message(connection, {"action": "resume", "token": token})
+
+
+def address_attempts(dynamodb: Any) -> int:
+    """Attempts the address windows hold (claimed, less those given back)."""
+    items = dynamodb.scan(TableName=TABLE_NAME, ConsistentRead=True)["Items"]
+    return sum(
+        int(item.get("failures", {"N": "0"})["N"])
+        for item in items
+        if item["pk"]["S"].startswith("IP#") and item["sk"]["S"].startswith("W#")
+    )
+
+
+def of_type(gateway: Gateway, connection_id: str, message_type: MessageType) -> list[Message]:
+    return [m for m in gateway.sent[connection_id] if m["type"] == message_type]
+
+
+@pytest.mark.parametrize("lapsed", [False, True], ids=["token", "lapsed-token"])
+def test_a_mac_resume_whose_response_is_lost_resumes_once(
+    gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, lapsed: bool
+) -> None:
+    mac, code, token = registered_resumable(gateway)
+    browser, peer, _ = joined_resumable(gateway, code)
+    gateway.disconnect(mac)
+    assert gateway.message(browser, {"action": "send", "data": "held"}) == []
+    attempts_before = address_attempts(dynamodb)
+    idempotency.enabled = not lapsed  # lapsed: the retry reaches the table and fails its condition
+    lost.lose("ResumeFunction", "TransactWriteItems", contains=RESUME_MAC)
+
+    new_mac, replies = resume(gateway, token)
+
+    assert lost.lost == [("ResumeFunction", "TransactWriteItems")]
+    assert [m["type"] for m in replies] == [MessageType.RESUMED, MessageType.FRAME]
+    assert replies[0]["peers"] == [{"peer": peer, "state": "present"}]
+    assert replies[1]["data"] == "held"
+    assert of_type(gateway, browser, MessageType.PEER_BACK) == [protocol.peer_back(protocol.MAC_PEER)]
+    state = assert_invariants(gateway, dynamodb)
+    assert state.sessions[code]["mac_connection_id"]["S"] == new_mac
+    assert "mac_away" not in state.sessions[code]
+    assert address_attempts(dynamodb) == attempts_before  # claimed once, given back once
+    # The new token works once; the old one is void.
+    assert resume(gateway, token)[1] == [protocol.error(ErrorCode.INVALID_TOKEN)]
+    _, again = resume(gateway, replies[0]["resume_token"])
+    assert again[0]["type"] == MessageType.RESUMED
+
+
+@pytest.mark.parametrize("lapsed", [False, True], ids=["token", "lapsed-token"])
+def test_a_browser_resume_whose_response_is_lost_resumes_once(
+    gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, lapsed: bool
+) -> None:
+    mac, code, _ = registered_resumable(gateway)
+    browser, peer, token = joined_resumable(gateway, code)
+    gateway.disconnect(browser)
+    assert gateway.message(mac, {"action": "send", "to": peer, "data": "held"}) == []
+    idempotency.enabled = not lapsed
+    lost.lose("ResumeFunction", "TransactWriteItems", contains=RESUME_BROWSER)
+
+    new_browser, replies = resume(gateway, token)
+
+    assert lost.lost == [("ResumeFunction", "TransactWriteItems")]
+    assert [m["type"] for m in replies] == [MessageType.RESUMED, MessageType.FRAME]
+    assert replies[0]["peer"] == peer
+    assert replies[1]["data"] == "held"
+    assert of_type(gateway, mac, MessageType.PEER_BACK) == [protocol.peer_back(peer)]
+    state = assert_invariants(gateway, dynamodb)
+    assert state.peers[(code, peer)]["connection_id"]["S"] == new_browser
+    assert state.sessions[code]["browser_count"]["N"] == "1"
+    assert resume(gateway, token)[1] == [protocol.error(ErrorCode.INVALID_TOKEN)]
+
+
+def test_marking_a_mac_client_away_whose_response_is_lost_tells_its_browsers_once(
+    gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any
+) -> None:
+    mac, code, token = registered_resumable(gateway)
+    browser, _, _ = joined_resumable(gateway, code)
+    lost.lose("DisconnectFunction", "TransactWriteItems", contains="SET mac_away")
+
+    gateway.disconnect(mac)
+
+    assert lost.lost == [("DisconnectFunction", "TransactWriteItems")]
+    assert idempotency.replayed == 1
+    assert of_type(gateway, browser, MessageType.PEER_AWAY) == [protocol.peer_away(protocol.MAC_PEER)]
+    state = assert_invariants(gateway, dynamodb)
+    assert "mac_away" in state.sessions[code]
+    assert debug_count(gateway) == 1
+    assert len(gateway.grace_timers) == 1
+    _, replies = resume(gateway, token)
+    assert replies[0]["type"] == MessageType.RESUMED
+
+
+def test_a_held_frame_whose_response_is_lost_is_delivered_once(
+    gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any
+) -> None:
+    mac, code, token = registered_resumable(gateway)
+    browser, _, _ = joined_resumable(gateway, code)
+    gateway.disconnect(mac)
+    lost.lose("SendFunction", "TransactWriteItems")
+
+    assert gateway.message(browser, {"action": "send", "data": "held once"}) == []
+
+    assert lost.lost == [("SendFunction", "TransactWriteItems")]
+    assert idempotency.replayed == 1
+    _, replies = resume(gateway, token)
+    assert [m.get("data") for m in replies[1:]] == ["held once"]
+    assert_invariants(gateway, dynamodb)
+
+
+@pytest.mark.parametrize("resumable", [False, True], ids=["v1", "resumable"])
+def test_end_whose_response_is_lost_ends_the_session_once(
+    gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, resumable: bool
+) -> None:
+    mac, code = registered_resumable(gateway)[:2] if resumable else registered(gateway)
+    browser = joined_resumable(gateway, code)[0] if resumable else gateway.join(code)[0]
+    lost.lose("EndFunction", "TransactWriteItems")
+
+    assert gateway.message(mac, {"action": "end"}) == [protocol.ended()]
+
+    assert lost.lost == [("EndFunction", "TransactWriteItems")]
+    assert idempotency.replayed == 1
+    assert of_type(gateway, browser, MessageType.SESSION_CLOSED) == [protocol.session_closed()]
+    assert debug_count(gateway) == 0
+    state = assert_invariants(gateway, dynamodb)
+    assert state.sessions == {}
+    assert state.peers == {}
+    assert auth(gateway, gateway.connect(), code) == [protocol.error(ErrorCode.INVALID_CODE)]
+
+
+@pytest.mark.parametrize("resumable", [False, True], ids=["v1", "resumable"])
+def test_leave_whose_response_is_lost_leaves_once(
+    gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, resumable: bool
+) -> None:
+    mac, code = registered_resumable(gateway)[:2] if resumable else registered(gateway)
+    browser, peer = joined_resumable(gateway, code)[:2] if resumable else gateway.join(code)
+    other, _ = gateway.join(code)
+    lost.lose("LeaveFunction", "TransactWriteItems")
+
+    assert gateway.message(browser, {"action": "leave"}) == [protocol.left()]
+
+    assert lost.lost == [("LeaveFunction", "TransactWriteItems")]
+    assert idempotency.replayed == 1
+    assert of_type(gateway, mac, MessageType.PEER_LEFT) == [protocol.peer_left(peer)]
+    state = assert_invariants(gateway, dynamodb)
+    assert state.sessions[code]["browser_count"]["N"] == "1"
+    assert (code, peer) not in state.peers
+    assert browser not in state.connections
+    assert gateway.message(other, {"action": "send", "data": "still here"}) == []
+    assert gateway.last(mac)["data"] == "still here"
+
+
+def test_grace_expiry_whose_response_is_lost_ends_the_session_once(
+    gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any
+) -> None:
+    mac, code, _ = registered_resumable(gateway)
+    browser, _, _ = joined_resumable(gateway, code)
+    gateway.disconnect(mac)
+    lost.lose("GraceFunction", "TransactWriteItems")
+
+    assert gateway.fire_grace_timers() == {"batchItemFailures": []}
+
+    assert lost.lost == [("GraceFunction", "TransactWriteItems")]
+    assert idempotency.replayed == 1
+    assert of_type(gateway, browser, MessageType.SESSION_CLOSED) == [protocol.session_closed()]
     assert debug_count(gateway) == 0
     state = assert_invariants(gateway, dynamodb)
     assert state.sessions == {}

@@ -91,6 +91,25 @@ def test_browser_to_mac_send_costs_one_read_and_one_post(gateway: Gateway, dynam
     assert gateway.last(mac)["data"] == 1
 
 
+def test_in_a_resumable_session_frames_between_present_peers_cost_as_much_as_in_v1(
+    gateway: Gateway, dynamodb_calls: DynamoDbCalls
+) -> None:
+    """Resumable sessions add reads and writes only when a peer is away."""
+    mac = gateway.connect()
+    (reply,) = gateway.message(mac, {"action": "register", "client_id": "r", "resumable": True})
+    browser, _ = gateway.join(reply["code"])
+    gateway.join(reply["code"])
+
+    posts: list[int] = []
+    calls = dynamodb_calls.during(lambda: posts.append(posts_during(gateway, lambda: send(gateway, browser, 1))))
+    assert calls == Counter({"GetItem": 1})
+    assert posts == [1]
+    calls = dynamodb_calls.during(lambda: posts.append(posts_during(gateway, lambda: send(gateway, mac, 2))))
+    assert calls == Counter({"GetItem": 1, "Query": 1})
+    assert posts == [1, 2]
+    assert not gateway.grace_timers
+
+
 @pytest.mark.parametrize("browsers", [1, 3, protocol.DEFAULT_MAX_BROWSERS])
 def test_mac_broadcast_costs_one_get_one_query_and_a_post_per_browser(
     gateway: Gateway, dynamodb_calls: DynamoDbCalls, browsers: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -22,10 +22,12 @@ from relay.model import (
     CodeSpaceExhausted,
     EndedSession,
     ExpiredSession,
+    HoldRefused,
     InvalidCode,
+    InvalidToken,
     MacConnection,
+    NotAway,
     RateLimited,
-    Session,
     SessionFull,
     TooManyAttempts,
     UnboundConnection,
@@ -50,6 +52,7 @@ SETTINGS = Settings(
     max_auth_attempts=3,
     auth_failures_per_ip=4,
     registrations_per_ip=2,
+    max_held_frames=3,
 )
 IP = "203.0.113.9"
 
@@ -424,7 +427,7 @@ def test_a_locked_session_takes_no_browser_until_unlocked(subject: Subject) -> N
     assert session is not None
 
     assert store.set_session_locked(code, "mac", True) is True
-    assert store.validate_session_code(code) == Session(code, "mac", 0, locked=True)
+    assert store.validate_session_code(code) == replace(session, locked=True)
     with pytest.raises(InvalidCode):
         store.add_browser("b1", session, "p1")  # looked up before the lock
     assert store.set_session_locked(code, "mac", False) is True
@@ -527,3 +530,202 @@ def test_releasing_an_expired_session_leaves_a_new_one_with_its_code_alone(subje
     assert store.get_connection("new-b") == BrowserConnection("new-b", "AAAAAA", "p2", "new-mac")
     assert store.list_browsers("AAAAAA", "new-mac") == [Browser("p2", "new-b")]
     assert store.session_count() == 1
+
+
+# ---- resumable sessions ---------------------------------------------------------------
+
+
+def _resumable(store: SessionStore, connection_id: str = "mac") -> str:
+    return store.register_mac_client(connection_id, "client-1", token_hash=lambda code: f"mac-hash-{code}")
+
+
+def _join_resumable(store: SessionStore, code: str, connection_id: str, peer: str) -> BrowserConnection:
+    session = store.validate_session_code(code)
+    assert session is not None
+    store.add_browser(connection_id, session, peer, token_hash=f"hash-{peer}")
+    connection = store.get_connection(connection_id)
+    assert isinstance(connection, BrowserConnection)
+    return connection
+
+
+def test_a_resumable_session_lives_max_session_seconds_and_its_records_say_resumable(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    session = store.validate_session_code(code)
+    assert session is not None
+    assert session.resumable
+    assert session.expires_at - session.created_at == SETTINGS.max_session_seconds
+    assert store.get_connection("mac") == MacConnection("mac", code, resumable=True)
+    browser = _join_resumable(store, code, "b1", "p1")
+    assert browser.resumable
+    assert not browser.mac_away
+
+
+def test_marking_the_mac_client_away_flags_its_browsers_and_forgets_its_connection(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    _join_resumable(store, code, "b1", "p1")
+    told = store.mark_mac_away(code, "mac")
+    assert told == [Browser("p1", "b1")]
+    assert store.mark_mac_away(code, "mac") is None  # once
+    assert store.get_connection("mac") is None
+    browser = store.get_connection("b1")
+    assert isinstance(browser, BrowserConnection)
+    assert browser.mac_away
+    session = store.validate_session_code(code)
+    assert session is not None
+    assert session.mac_away
+    assert store.session_count() == 1
+
+
+def test_a_v1_session_is_never_marked_away(subject: Subject) -> None:
+    code = subject.store.register_mac_client("mac", "client-1")
+    assert subject.store.mark_mac_away(code, "mac") is None
+    assert subject.store.get_connection("mac") == MacConnection("mac", code)
+
+
+def test_resume_mac_moves_the_session_and_every_browser_to_the_new_connection(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    _join_resumable(store, code, "b1", "p1")
+    away = _join_resumable(store, code, "b2", "p2")
+    assert store.mark_browser_away(away)
+    store.mark_mac_away(code, "mac")
+    resumed = store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
+    assert resumed.old_connection_id == "mac"
+    assert resumed.was_away
+    assert resumed.browsers == [Browser("p1", "b1"), Browser("p2", "b2", away=True)]
+    assert store.get_connection("mac2") == MacConnection("mac2", code, resumable=True)
+    browser = store.get_connection("b1")
+    assert isinstance(browser, BrowserConnection)
+    assert (browser.mac_connection_id, browser.mac_away) == ("mac2", False)
+    assert store.get_browser(code, "mac2", "p2") == Browser("p2", "b2", away=True)
+    with pytest.raises(InvalidToken):
+        store.resume_mac(code, f"mac-hash-{code}", "again", "mac3")  # used
+    with pytest.raises(AlreadyBound):
+        store.resume_mac(code, "next", "again", "b1")
+
+
+def test_resume_browser_takes_its_place_back_with_its_own_token_only(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    browser = _join_resumable(store, code, "b1", "p1")
+    assert store.mark_browser_away(browser)
+    assert not store.mark_browser_away(browser)
+    with pytest.raises(InvalidToken):
+        store.resume_browser(code, "p1", f"mac-hash-{code}", "next", "b2")
+    resumed = store.resume_browser(code, "p1", "hash-p1", "next", "b2")
+    assert resumed.was_away
+    assert resumed.old_connection_id == "b1"
+    assert resumed.connection == BrowserConnection("b2", code, "p1", "mac", resumable=True)
+    assert store.get_connection("b2") == resumed.connection
+    with pytest.raises(InvalidToken):
+        store.resume_browser(code, "p1", "hash-p1", "again", "b3")
+
+
+def test_held_messages_are_kept_in_order_per_holder_up_to_the_cap(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    with pytest.raises(NotAway):
+        store.hold_message(code, "mac", {"n": 0})
+    store.mark_mac_away(code, "mac")
+    for n in range(SETTINGS.max_held_frames):
+        store.hold_message(code, "mac", {"n": n})
+    with pytest.raises(HoldRefused):
+        store.hold_message(code, "mac", {"n": "one too many"})
+    session = store.validate_session_code(code)
+    assert session is not None
+    held = store.held_messages(code, "mac", session.created_at)
+    assert [h.message for h in held] == [{"n": n} for n in range(SETTINGS.max_held_frames)]
+    assert store.held_messages(code, "mac", session.created_at + 1) == []  # another session's
+    store.drop_held(code, "mac", [held[0].sequence])
+    assert [h.message for h in store.held_messages(code, "mac", session.created_at)][:1] == [{"n": 1}]
+    store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
+    with pytest.raises(NotAway):
+        store.hold_message(code, "mac", {"n": "back"})
+
+
+def test_held_messages_expire_with_the_grace_period(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    browser = _join_resumable(store, code, "b1", "p1")
+    store.mark_browser_away(browser)
+    store.hold_message(code, "p1", {"n": 1})
+    session = store.validate_session_code(code)
+    assert session is not None
+    subject.clock.now += SETTINGS.resume_grace_seconds + 1
+    assert store.held_messages(code, "p1", session.created_at) == []
+
+
+# ---- resumable sessions with issue 10's limits, bans and lock --------------------------
+
+
+def test_a_kicks_ban_follows_the_session_when_its_mac_client_resumes(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    session = store.validate_session_code(code)
+    assert session is not None
+    store.add_browser("b1", session, "p1", token_hash="hash-p1", claim=store.claim_attempt("b1", IP))
+    browser = store.get_connection("b1")
+    assert isinstance(browser, BrowserConnection)
+    assert store.remove_browser(browser, ban_address=IP) is True
+
+    store.mark_mac_away(code, "mac")
+    store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
+    store.resume_mac(code, "next", "after", "mac3")  # and again, present this time
+
+    assert store.load_auth_context("b2", code, IP).banned is True
+    assert store.load_auth_context("b2", code, "192.0.2.1").banned is False
+    now = store.validate_session_code(code)
+    assert now is not None
+    assert now.mac_connection_id == "mac3"
+    with pytest.raises(InvalidCode):
+        store.add_browser("b2", now, "p2", claim=store.claim_attempt("b2", IP))
+    store.add_browser("b3", now, "p3", claim=store.claim_attempt("b3", "192.0.2.1"))
+
+
+def test_a_kicks_ban_in_a_resumable_session_lasts_as_long_as_the_session(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    session = store.validate_session_code(code)
+    assert session is not None
+    store.add_browser("b1", session, "p1", token_hash="hash-p1", claim=store.claim_attempt("b1", IP))
+    browser = store.get_connection("b1")
+    assert isinstance(browser, BrowserConnection)
+    store.remove_browser(browser, ban_address=IP)
+
+    subject.clock.now += TTL + 1  # past a connection's lifetime, within the session's
+    assert store.validate_session_code(code) is not None
+    assert store.load_auth_context("b2", code, IP).banned is True
+
+
+def test_a_lock_survives_a_resume_of_the_mac_client(subject: Subject) -> None:
+    store = subject.store
+    code = _resumable(store)
+    assert store.set_session_locked(code, "mac", True) is True
+    store.mark_mac_away(code, "mac")
+    resumed = store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
+    assert resumed.session.locked
+    session = store.validate_session_code(code)
+    assert session is not None
+    assert session.locked
+    with pytest.raises(InvalidCode):
+        store.add_browser("b1", session, "p1", token_hash="hash-p1")
+    assert store.set_session_locked(code, "mac2", False) is True
+    store.add_browser("b1", session, "p1", token_hash="hash-p1")
+
+
+def test_a_resume_gives_its_claims_address_share_back(subject: Subject) -> None:
+    """As a join does: a household reconnecting often must not run out of attempts."""
+    store = subject.store
+    code = _resumable(store)
+    browser = _join_resumable(store, code, "b1", "p1")
+    store.mark_browser_away(browser)
+    store.mark_mac_away(code, "mac")
+    for _ in range(SETTINGS.auth_failures_per_ip - 1):
+        store.claim_attempt("guesser", IP)  # wrong tokens keep their claims
+    store.resume_mac(code, f"mac-hash-{code}", "next", "mac2", claim=store.claim_attempt("mac2", IP))
+    store.resume_browser(code, "p1", "hash-p1", "next", "b2", claim=store.claim_attempt("b2", IP))
+    store.claim_attempt("b3", IP)  # the last one, still there
+    with pytest.raises(RateLimited):
+        store.claim_attempt("b4", IP)

@@ -38,6 +38,9 @@ WEBSOCKET_ROUTES = {
     "admit": "AdmitFunction",
     "lock": "LockFunction",
     "unlock": "UnlockFunction",
+    "resume": "ResumeFunction",
+    "end": "EndFunction",
+    "leave": "LeaveFunction",
     "$default": "DefaultFunction",
 }
 
@@ -47,13 +50,24 @@ DYNAMODB_ACTIONS: dict[str, set[str]] = {
     "DefaultFunction": set(),
     "RegisterFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     "AuthFunction": {"BatchGetItem", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem", "Query"},
-    "SendFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
+    "SendFunction": {"GetItem", "PutItem", "ConditionCheckItem", "Query", "UpdateItem", "DeleteItem"},
     "DisconnectFunction": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
     "KickFunction": {"GetItem", "UpdateItem", "DeleteItem"},
-    "AdmitFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
+    "AdmitFunction": {"GetItem", "PutItem", "ConditionCheckItem", "UpdateItem", "DeleteItem", "Query"},
     "LockFunction": {"GetItem", "UpdateItem"},
     "UnlockFunction": {"GetItem", "UpdateItem"},
     "ExpiryFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "ResumeFunction": {
+        "BatchGetItem",
+        "GetItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "ConditionCheckItem",
+    },
+    "EndFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
+    "LeaveFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
+    "GraceFunction": {"GetItem", "UpdateItem", "DeleteItem", "Query"},
     "DebugFunction": {"BatchGetItem"},
 }
 # Management API methods on @connections each function may call: POST (PostToConnection)
@@ -72,6 +86,20 @@ CONNECTION_METHODS: dict[str, set[str]] = {
     "LockFunction": {"POST"},
     "UnlockFunction": {"POST"},
     "ExpiryFunction": {"POST", "DELETE"},
+    "ResumeFunction": {"POST", "DELETE"},
+    "EndFunction": {"POST"},
+    "LeaveFunction": {"POST"},
+    "GraceFunction": {"POST"},
+}
+# Functions that can see a peer of a resumable session go away start its grace timer.
+GRACE_TIMER_STARTERS = {
+    "AuthFunction",
+    "SendFunction",
+    "DisconnectFunction",
+    "AdmitFunction",
+    "ResumeFunction",
+    "LeaveFunction",
+    "GraceFunction",
 }
 CONNECTIONS_ARN = re.compile(
     r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
@@ -84,6 +112,8 @@ SAM_MANAGED_POLICIES = {
 }
 # ...and, for a function with a DynamoDB stream event, the stream-reading policy.
 STREAM_READER_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"
+# ...and, for the function fed by the grace queue, SAM's queue-reading policy.
+QUEUE_READER_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
 STREAM_FUNCTIONS = {"ExpiryFunction"}
 TTL_REMOVALS_ONLY = {
     "eventName": ["REMOVE"],
@@ -186,7 +216,7 @@ def test_api_gateway_may_invoke_each_route_function(cfn: dict[str, Any]) -> None
         function = properties["FunctionName"]
         # SAM names WebSocket route functions by ARN and HTTP API event functions by Ref.
         invocable.add(function["Fn::GetAtt"][0] if "Fn::GetAtt" in function else function["Ref"])
-    assert invocable == set(FUNCTION_DIRS) - STREAM_FUNCTIONS
+    assert invocable == set(FUNCTION_DIRS) - STREAM_FUNCTIONS - {"GraceFunction"}  # SQS polls for it
 
 
 def test_stage_name_comes_from_a_parameter(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
@@ -237,8 +267,9 @@ def test_sessions_table(cfn: dict[str, Any]) -> None:
 
 def test_expiry_function_reads_only_ttl_removals_from_the_table_stream(cfn: dict[str, Any]) -> None:
     mappings = resources_of_type(cfn, "AWS::Lambda::EventSourceMapping")
-    assert len(mappings) == 1
-    [mapping] = [m["Properties"] for m in mappings.values()]
+    [mapping] = [
+        m["Properties"] for m in mappings.values() if m["Properties"]["FunctionName"] != {"Ref": "GraceFunction"}
+    ]
     assert mapping["FunctionName"] == {"Ref": "ExpiryFunction"}
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["SessionsTable", "StreamArn"]}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -285,12 +316,17 @@ def test_function_role_manages_only_this_apis_connections(cfn: dict[str, Any], f
 def assert_role_has_nothing_else(cfn: dict[str, Any], function: str) -> None:
     role = cfn["Resources"][f"{function}Role"]["Properties"]
     stream_reader = {STREAM_READER_POLICY} if function in STREAM_FUNCTIONS else set()
-    assert set(role["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES | stream_reader
+    queue_reader = {QUEUE_READER_POLICY} if function == "GraceFunction" else set()
+    assert set(role["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES | stream_reader | queue_reader
     for statement in role_statements(cfn, function):
         actions = as_list(statement["Action"])
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement
         assert "NotResource" not in statement
+        if actions == ["sqs:SendMessage"]:
+            assert function in GRACE_TIMER_STARTERS, function
+            assert as_list(statement["Resource"]) == [{"Fn::GetAtt": ["GraceQueue", "Arn"]}], statement
+            continue
         assert all(action.startswith(("dynamodb:", "execute-api:ManageConnections")) for action in actions)
         assert all("*" not in action for action in actions), statement
         for resource in as_list(statement["Resource"]):
@@ -356,12 +392,22 @@ def test_functions_get_their_settings_from_parameters(sam: dict[str, Any], cfn: 
         "AUTH_FAILURES_PER_IP": "AuthFailuresPerIp",
         "AUTH_FAILURE_WINDOW_SECONDS": "AuthFailureWindowSeconds",
         "REGISTRATIONS_PER_IP": "RegistrationsPerIp",
+        "RESUME_GRACE_SECONDS": "ResumeGraceSeconds",
+        "MAX_HELD_FRAMES": "MaxHeldFrames",
+        "MAX_SESSION_SECONDS": "MaxSessionSeconds",
+        "GRACE_QUEUE_URL": "GraceQueue",
         "POWERTOOLS_LOG_LEVEL": "LogLevel",
     }
     only_for: dict[str, dict[str, Any]] = {
         "ConnectFunction": {"ALLOWED_ORIGINS": {"Ref": "AllowedOrigins"}},
         # The stream event carries no API address, so the endpoint is configured.
         "ExpiryFunction": {
+            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": {
+                "Fn::Sub": "https://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
+            }
+        },
+        # Nor does the grace timer's SQS event.
+        "GraceFunction": {
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": {
                 "Fn::Sub": "https://${RelayApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${StageName}"
             }
@@ -488,3 +534,23 @@ def test_a_custom_domain_maps_to_the_stage() -> None:
         "Stage": {"Ref": stage_id},
     }
     assert "CustomDomainUrl" in cfn["Outputs"]
+
+
+def test_grace_timer_is_an_encrypted_queue_with_a_delay_range_matching_the_parameter(
+    sam: dict[str, Any], cfn: dict[str, Any]
+) -> None:
+    """ResumeGraceSeconds becomes SQS DelaySeconds, whose range is 0..900; the queue feeds
+    only the grace function, failures reported per message, and keeps what keeps failing."""
+    grace = sam["Parameters"]["ResumeGraceSeconds"]
+    assert (grace["MinValue"], grace["MaxValue"], grace["Default"]) == (1, 900, 120)
+    queue = cfn["Resources"]["GraceQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * 10  # six times the function's timeout
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["GraceDeadLetterQueue", "Arn"]}
+    [mapping] = [
+        m["Properties"]
+        for m in resources_of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["GraceQueue", "Arn"]}
+    ]
+    assert mapping["FunctionName"] == {"Ref": "GraceFunction"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

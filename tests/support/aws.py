@@ -44,6 +44,14 @@ def create_sessions_table(client: Any, name: str = TABLE_NAME) -> None:
     )
 
 
+GRACE_QUEUE_NAME = "relay-grace-test"
+
+
+def create_grace_queue(client: Any) -> str:
+    """The grace timer's queue (template.yaml's GraceQueue); its URL."""
+    return str(client.create_queue(QueueName=GRACE_QUEUE_NAME)["QueueUrl"])
+
+
 def reset_relay_caches() -> None:
     # Imported late: the handlers' modules must first be loaded with the test environment.
     from relay import wiring  # noqa: PLC0415

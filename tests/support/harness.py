@@ -75,6 +75,8 @@ class Gateway:
     closed_by_relay: list[str] = field(default_factory=list)
     vanished: set[str] = field(default_factory=set)
     post_calls: int = 0
+    # What the relay sent to the grace queue (SendMessage parameters), not yet fired.
+    grace_timers: list[dict[str, Any]] = field(default_factory=list)
     current_function: str | None = None  # the function being invoked, for per-function accounting
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -94,6 +96,12 @@ class Gateway:
         )
         self.debug_function = debug_id
         self.debug_handler = load_handler(self.template, debug_id)
+        self.queue_functions = {
+            fid: load_handler(self.template, fid)
+            for fid, r in self.template["Resources"].items()
+            if r["Type"] == "AWS::Serverless::Function"
+            and any(e.get("Type") == "SQS" for e in r["Properties"].get("Events", {}).values())
+        }
         self.stream_functions = {
             fid: load_handler(self.template, fid)
             for fid, r in self.template["Resources"].items()
@@ -106,6 +114,11 @@ class Gateway:
     def observe(self, events: Any) -> None:
         """Hook a botocore event emitter (a session's: clients created later copy it)."""
         events.register("before-call.apigatewaymanagementapi.*", self._before_call)
+        events.register("before-call.sqs.SendMessage", self._before_send_message)
+
+    def _before_send_message(self, params: dict[str, Any], **_: Any) -> None:
+        body = params["body"]
+        self.grace_timers.append(dict(body) if isinstance(body, dict) else json.loads(body or b"{}"))
 
     def _before_call(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
         connection_id = urllib.parse.unquote(params["url_path"].rsplit("/", 1)[-1])
@@ -216,6 +229,31 @@ class Gateway:
 
     def deliver_stream_records(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         ((function_id, handler),) = self.stream_functions.items()
+        self.current_function = function_id
+        try:
+            return handler({"Records": records}, LambdaContext(function_name=function_id))  # type: ignore[no-any-return]
+        finally:
+            self.current_function = None
+
+    def fire_grace_timers(self) -> dict[str, Any]:
+        """Play SQS after the delay: deliver every timer started so far to the grace
+        function, in one batch shaped as Lambda's SQS event source sends it."""
+        sent, self.grace_timers = self.grace_timers, []
+        records = [
+            {
+                "messageId": f"00000000-0000-4000-8000-{index:012d}",
+                "receiptHandle": f"handle-{index}",
+                "body": message["MessageBody"],
+                "attributes": {"ApproximateReceiveCount": "1", "DelaySeconds": str(message.get("DelaySeconds", 0))},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:relay-grace-test",
+                "awsRegion": "us-east-1",
+            }
+            for index, message in enumerate(sent)
+        ]
+        ((function_id, handler),) = self.queue_functions.items()
         self.current_function = function_id
         try:
             return handler({"Records": records}, LambdaContext(function_name=function_id))  # type: ignore[no-any-return]

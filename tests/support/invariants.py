@@ -33,6 +33,9 @@ DIRECT_REPLIES = frozenset(
 DIRECT_REPLIES_TO = {
     "kick": DIRECT_REPLIES | {MessageType.PEER_LEFT},
     "admit": DIRECT_REPLIES | {MessageType.PEER_JOINED},
+    "resume": DIRECT_REPLIES | {MessageType.RESUMED},
+    "end": DIRECT_REPLIES | {MessageType.ENDED},
+    "leave": DIRECT_REPLIES | {MessageType.LEFT},
 }
 
 
@@ -111,6 +114,11 @@ def invariant_violations(state: TableState, reported_count: int) -> list[str]:
             problems.append(f"mac {cid} is bound to {text(item, 'code')}, not a live session of its own")
     for code, session in state.sessions.items():
         mac = text(session, "mac_connection_id") or ""
+        if "mac_away" in session:
+            # An away mac-client has no connection; none may claim its session either.
+            if mac in macs:
+                problems.append(f"session {code}'s mac-client is away, yet its connection {mac} is bound")
+            continue
         if text(macs.get(mac, {}), "code") != code:
             problems.append(f"session {code}'s mac connection {mac} is not bound to it")
 
@@ -121,6 +129,8 @@ def invariant_violations(state: TableState, reported_count: int) -> list[str]:
             problems.append(f"browser {cid} is bound to {code}, which is not a live session")
         elif text(session, "mac_connection_id") != text(item, "mac_connection_id"):
             problems.append(f"browser {cid} is bound to a former mac-client of {code}")
+        elif ("mac_away" in session) != item.get("mac_away", {}).get("BOOL", False):
+            problems.append(f"browser {cid} and its session disagree on whether the mac-client is away")
         seat = state.peers.get((code, peer))
         if seat is None or text(seat, "connection_id") != cid:
             problems.append(f"browser {cid} has no seat {peer} in {code}")
@@ -128,7 +138,10 @@ def invariant_violations(state: TableState, reported_count: int) -> list[str]:
             problems.append(f"browser {cid} and its seat disagree on admission")
     for (code, peer), seat in state.peers.items():
         holder = browsers.get(text(seat, "connection_id") or "")
-        if code not in state.sessions or holder is None or text(holder, "peer") != peer:
+        if "away" in seat:
+            if code not in state.sessions or holder is not None:
+                problems.append(f"away seat {peer} in {code} has a bound connection or no session")
+        elif code not in state.sessions or holder is None or text(holder, "peer") != peer:
             problems.append(f"seat {peer} in {code} belongs to no bound browser")
         seat_mac = text(seat, "mac_connection_id")  # where the seat names its session's mac-client
         if (

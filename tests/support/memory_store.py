@@ -8,12 +8,13 @@ against this and against relay.store.DynamoDbStore on moto, so the two cannot dr
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from relay import session_codes
+from relay import protocol, session_codes
 from relay.model import (
     AlreadyBound,
     AttemptClaim,
@@ -24,9 +25,15 @@ from relay.model import (
     Connection,
     EndedSession,
     ExpiredSession,
+    HeldMessage,
+    HoldRefused,
     InvalidCode,
+    InvalidToken,
     MacConnection,
+    NotAway,
     RateLimited,
+    ResumedBrowser,
+    ResumedMac,
     Role,
     Session,
     SessionFull,
@@ -49,6 +56,11 @@ class _SessionRecord:
     created_at: int
     expires_at: int
     locked: bool = False
+    resumable: bool = False
+    mac_token_hash: str | None = None
+    mac_away: int | None = None
+    held_seq: int = 0
+    held_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,18 @@ class _PeerRecord:
     admitted: bool
     expires_at: int
     address: str | None = None
+    token_hash: str | None = None
+    away: int | None = None
+    held_seq: int = 0
+    held_count: int = 0
+    session_created_at: int = 0
+
+
+@dataclass(frozen=True)
+class _Held:
+    message: str
+    session_created_at: int
+    expires_at: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,8 @@ class _ConnectionRecord:
     admitted: bool = True
     failed_auths: int = 0
     expires_at: int | None = None
+    resumable: bool = False
+    mac_away: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,8 +115,10 @@ class MemoryStore:
         self._connections: dict[str, _ConnectionRecord] = {}
         self._windows: dict[tuple[str, int], _Window] = {}
         self._registrations: dict[tuple[str, int], _Window] = {}
-        self._bans: dict[tuple[str, str], tuple[str, int]] = {}  # (code, address) -> (mac, expires_at)
+        # (code, address) -> (the session's mac-client connections, expires_at)
+        self._bans: dict[tuple[str, str], tuple[frozenset[str], int]] = {}
         self._markers: dict[tuple[str, int, str], int] = {}
+        self._held: dict[tuple[str, str, int], _Held] = {}
         self._count = 0
 
     # ---- helpers ------------------------------------------------------------------
@@ -112,11 +140,21 @@ class MemoryStore:
         record = self._sessions.get(code)
         if record is None or not (include_expired or self._live(record.expires_at)):
             return None
-        return Session(code, record.mac_connection_id, record.browser_count, record.approve, record.locked)
+        return Session(
+            code,
+            record.mac_connection_id,
+            record.browser_count,
+            record.approve,
+            locked=record.locked,
+            resumable=record.resumable,
+            mac_away=record.mac_away is not None,
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+        )
 
     def _browsers(self, code: str, mac_connection_id: str, include_expired: bool) -> list[Browser]:
         return [
-            Browser(peer, record.connection_id, record.admitted, record.address)
+            Browser(peer, record.connection_id, record.admitted, record.address, record.away is not None)
             for (peer_code, peer), record in sorted(self._peers.items())
             if peer_code == code
             and record.mac_connection_id == mac_connection_id
@@ -143,10 +181,16 @@ class MemoryStore:
             if record is None or not self._live(record.expires_at):
                 return None
             if record.role is Role.MAC and record.code is not None:
-                return MacConnection(connection_id, record.code)
+                return MacConnection(connection_id, record.code, record.resumable)
             if record.role is Role.BROWSER and record.code is not None:
                 return BrowserConnection(
-                    connection_id, record.code, str(record.peer), str(record.mac_connection_id), record.admitted
+                    connection_id,
+                    record.code,
+                    str(record.peer),
+                    str(record.mac_connection_id),
+                    record.admitted,
+                    record.resumable,
+                    record.mac_away,
                 )
             return UnboundConnection(connection_id, record.failed_auths)
 
@@ -188,7 +232,7 @@ class MemoryStore:
             session = self._session(code) if code is not None else None
             ban = self._bans.get((code, address)) if code is not None else None
             banned = (
-                session is not None and ban is not None and ban[0] == session.mac_connection_id and self._live(ban[1])
+                session is not None and ban is not None and session.mac_connection_id in ban[0] and self._live(ban[1])
             )
             return AuthContext(connection=self.get_connection(connection_id), session=session, banned=banned)
 
@@ -204,12 +248,14 @@ class MemoryStore:
         connection_id: str,
         client_id: str,
         approve: bool = False,
+        token_hash: Callable[[str], str] | None = None,
         *,
         address: str | None = None,
         request_token: str | None = None,
     ) -> str:
         with self._lock:
-            expires_at = self._expires_at()
+            resumable = token_hash is not None
+            expires_at = self._now() + self.settings.max_session_seconds if resumable else self._expires_at()
             start = self._window_start()
             for _ in range(self.settings.max_code_attempts):
                 code = session_codes.generate_session_code()
@@ -225,8 +271,19 @@ class MemoryStore:
                     continue
                 if address is not None:
                     self._add_to_window(self._registrations, address, start, +1)
-                self._connections[connection_id] = replace(connection, role=Role.MAC, code=code, expires_at=expires_at)
-                self._sessions[code] = _SessionRecord(connection_id, client_id, 0, approve, self._now(), expires_at)
+                self._connections[connection_id] = replace(
+                    connection, role=Role.MAC, code=code, expires_at=expires_at, resumable=resumable
+                )
+                self._sessions[code] = _SessionRecord(
+                    connection_id,
+                    client_id,
+                    0,
+                    approve,
+                    self._now(),
+                    expires_at,
+                    resumable=resumable,
+                    mac_token_hash=token_hash(code) if token_hash is not None else None,
+                )
                 self._count += 1
                 return code
             raise CodeSpaceExhausted
@@ -267,6 +324,7 @@ class MemoryStore:
         session: Session,
         peer: str,
         admitted: bool = True,
+        token_hash: str | None = None,
         *,
         claim: AttemptClaim | None = None,
         request_token: str | None = None,
@@ -285,21 +343,35 @@ class MemoryStore:
                 raise InvalidCode
             if claim is not None:
                 ban = self._bans.get((session.code, claim.address))
-                if ban is not None and ban[0] == session.mac_connection_id and self._live(ban[1]):
+                if ban is not None and session.mac_connection_id in ban[0] and self._live(ban[1]):
                     raise InvalidCode
             if current.browser_count >= self.settings.max_browsers:
                 raise SessionFull
             if (session.code, peer) in self._peers:
                 raise StoreError("peer id taken")
-            expires_at = self._expires_at()
+            expires_at = session.expires_at if session.resumable else self._expires_at()
             self._sessions[session.code] = replace(current, browser_count=current.browser_count + 1)
             self._peers[(session.code, peer)] = _PeerRecord(
-                connection_id, session.mac_connection_id, admitted, expires_at, claim.address if claim else None
+                connection_id,
+                session.mac_connection_id,
+                admitted,
+                expires_at,
+                claim.address if claim else None,
+                token_hash,
+                session_created_at=session.created_at if session.resumable else 0,
             )
             if claim is not None:
                 self._add_to_window(self._windows, claim.address, claim.window_start, -1)
             self._connections[connection_id] = _ConnectionRecord(
-                Role.BROWSER, session.code, peer, session.mac_connection_id, admitted, 0, expires_at
+                Role.BROWSER,
+                session.code,
+                peer,
+                session.mac_connection_id,
+                admitted,
+                0,
+                expires_at,
+                session.resumable,
+                session.mac_away if session.resumable else False,
             )
 
     def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
@@ -307,7 +379,7 @@ class MemoryStore:
             record = self._peers.get((code, peer))
             if record is None or not self._live(record.expires_at) or record.mac_connection_id != mac_connection_id:
                 return None
-            return Browser(peer, record.connection_id, record.admitted, record.address)
+            return Browser(peer, record.connection_id, record.admitted, record.address, record.away is not None)
 
     def list_browsers(self, code: str, mac_connection_id: str, include_expired: bool = False) -> list[Browser]:
         with self._lock:
@@ -330,7 +402,11 @@ class MemoryStore:
     ) -> bool:
         with self._lock:
             if ban_address is not None:
-                self._bans[(browser.code, ban_address)] = (browser.mac_connection_id, self._expires_at())
+                before = self._bans.get((browser.code, ban_address), (frozenset[str](), 0))[0]
+                expires_at = (
+                    self._now() + self.settings.max_session_seconds if browser.resumable else self._expires_at()
+                )
+                self._bans[(browser.code, ban_address)] = (before | {browser.mac_connection_id}, expires_at)
             peer = self._peers.get((browser.code, browser.peer))
             if peer is None or peer.connection_id != browser.connection_id:
                 self._connections.pop(browser.connection_id, None)  # already unbound elsewhere
@@ -341,6 +417,171 @@ class MemoryStore:
             if session is not None and session.mac_connection_id == browser.mac_connection_id:
                 self._sessions[browser.code] = replace(session, browser_count=session.browser_count - 1)
             return True
+
+    # ---- resumable sessions ----------------------------------------------------------
+
+    def mark_mac_away(
+        self, code: str, mac_connection_id: str, request_token: str | None = None
+    ) -> list[Browser] | None:
+        with self._lock:
+            session = self._sessions.get(code)
+            if (
+                session is None
+                or not self._live(session.expires_at)
+                or not session.resumable
+                or session.mac_away is not None
+                or session.mac_connection_id != mac_connection_id
+            ):
+                return None
+            present = [b for b in self._browsers(code, mac_connection_id, False) if not b.away]
+            self._sessions[code] = replace(session, mac_away=self._now())
+            self._connections.pop(mac_connection_id, None)
+            for browser in present:
+                record = self._connections.get(browser.connection_id)
+                if record is not None and record.code == code and record.peer == browser.peer:
+                    self._connections[browser.connection_id] = replace(record, mac_away=True)
+            return present
+
+    def mark_browser_away(self, browser: BrowserConnection, request_token: str | None = None) -> bool:
+        with self._lock:
+            peer = self._peers.get((browser.code, browser.peer))
+            if peer is None or peer.connection_id != browser.connection_id or peer.away is not None:
+                return False
+            self._peers[(browser.code, browser.peer)] = replace(peer, away=self._now())
+            self._connections.pop(browser.connection_id, None)
+            return True
+
+    def _claim_connection(self, connection_id: str) -> _ConnectionRecord:
+        connection = self._connections.get(connection_id) or _ConnectionRecord()
+        if connection.role is not None:
+            raise AlreadyBound
+        return connection
+
+    def resume_mac(
+        self,
+        code: str,
+        token_hash: str,
+        new_token_hash: str,
+        connection_id: str,
+        *,
+        claim: AttemptClaim | None = None,
+        request_token: str | None = None,
+    ) -> ResumedMac:
+        with self._lock:
+            session = self._session(code)
+            record = self._sessions.get(code)
+            if session is None or record is None or not record.resumable or record.mac_token_hash != token_hash:
+                raise InvalidToken
+            self._claim_connection(connection_id)
+            old = record.mac_connection_id
+            browsers = self._browsers(code, old, False)
+            self._sessions[code] = replace(
+                record, mac_connection_id=connection_id, mac_token_hash=new_token_hash, mac_away=None, held_count=0
+            )
+            self._connections[connection_id] = _ConnectionRecord(
+                Role.MAC, code, expires_at=record.expires_at, resumable=True
+            )
+            self._connections.pop(old, None)
+            for browser in browsers:
+                peer = self._peers[(code, browser.peer)]
+                self._peers[(code, browser.peer)] = replace(peer, mac_connection_id=connection_id)
+                bound = self._connections.get(browser.connection_id)
+                if not browser.away and bound is not None and bound.code == code and bound.peer == browser.peer:
+                    self._connections[browser.connection_id] = replace(
+                        bound, mac_connection_id=connection_id, mac_away=False
+                    )
+            for (ban_code, address), (macs, ban_expires_at) in list(self._bans.items()):
+                if ban_code == code and old in macs:
+                    self._bans[(ban_code, address)] = (macs | {connection_id}, ban_expires_at)
+            if claim is not None:
+                self._add_to_window(self._windows, claim.address, claim.window_start, -1)
+            now = replace(session, mac_connection_id=connection_id, mac_away=False)
+            return ResumedMac(now, old, session.mac_away, browsers)
+
+    def resume_browser(
+        self,
+        code: str,
+        peer: str,
+        token_hash: str,
+        new_token_hash: str,
+        connection_id: str,
+        *,
+        claim: AttemptClaim | None = None,
+        request_token: str | None = None,
+    ) -> ResumedBrowser:
+        with self._lock:
+            session = self._session(code)
+            place = self._peers.get((code, peer))
+            if (
+                session is None
+                or not session.resumable
+                or place is None
+                or not self._live(place.expires_at)
+                or place.token_hash != token_hash
+                or place.mac_connection_id != session.mac_connection_id
+            ):
+                raise InvalidToken
+            self._claim_connection(connection_id)
+            old = place.connection_id
+            self._peers[(code, peer)] = replace(
+                place, connection_id=connection_id, token_hash=new_token_hash, away=None, held_count=0
+            )
+            self._connections[connection_id] = _ConnectionRecord(
+                Role.BROWSER,
+                code,
+                peer,
+                session.mac_connection_id,
+                place.admitted,
+                0,
+                session.expires_at,
+                True,
+                session.mac_away,
+            )
+            self._connections.pop(old, None)
+            if claim is not None:
+                self._add_to_window(self._windows, claim.address, claim.window_start, -1)
+            connection = BrowserConnection(
+                connection_id, code, peer, session.mac_connection_id, place.admitted, True, session.mac_away
+            )
+            return ResumedBrowser(connection, old, place.away is not None)
+
+    def hold_message(self, code: str, holder: str, message: protocol.Message, request_token: str | None = None) -> None:
+        with self._lock:
+            if holder == protocol.MAC_PEER:
+                session = self._sessions.get(code)
+                if session is None or not self._live(session.expires_at) or session.mac_away is None:
+                    raise NotAway
+                if session.held_count >= self.settings.max_held_frames:
+                    raise HoldRefused
+                sequence, created_at = session.held_seq + 1, session.created_at
+                self._sessions[code] = replace(session, held_seq=sequence, held_count=session.held_count + 1)
+            else:
+                peer = self._peers.get((code, holder))
+                if peer is None or not self._live(peer.expires_at) or peer.away is None:
+                    raise NotAway
+                if peer.held_count >= self.settings.max_held_frames:
+                    raise HoldRefused
+                sequence, created_at = peer.held_seq + 1, peer.session_created_at
+                self._peers[(code, holder)] = replace(peer, held_seq=sequence, held_count=peer.held_count + 1)
+            self._held[(code, holder, sequence)] = _Held(
+                protocol.encode(message), created_at, self._now() + self.settings.resume_grace_seconds
+            )
+
+    def held_messages(self, code: str, holder: str, session_created_at: int) -> list[HeldMessage]:
+        with self._lock:
+            return [
+                HeldMessage(sequence, json.loads(held.message))
+                for (held_code, held_holder, sequence), held in sorted(self._held.items())
+                if held_code == code
+                and held_holder == holder
+                and held.session_created_at == session_created_at
+                and self._live(held.expires_at)
+            ]
+
+    def drop_held(self, code: str, holder: str, sequences: list[int]) -> None:
+        with self._lock:
+            for sequence in sequences:
+                self._held.pop((code, holder, sequence), None)
 
     # ---- expiry --------------------------------------------------------------------
 

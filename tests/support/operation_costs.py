@@ -34,7 +34,7 @@ from moto.dynamodb.models.table import Table
 from relay import protocol
 from relay.store.table import CONN, COUNT, META, PEER_PREFIX
 
-from tests.support.aws import create_sessions_table, reset_relay_caches
+from tests.support.aws import create_grace_queue, create_sessions_table, reset_relay_caches
 from tests.support.capacity import UnitRecorder, Usage
 from tests.support.functions import REGION, TABLE_NAME, in_process_environment
 from tests.support.harness import Gateway
@@ -212,6 +212,7 @@ def relay_over_moto(sessions: int) -> Iterator[tuple[Gateway, UnitRecorder, floa
         with mock_aws():
             uncounted = boto3.session.Session(region_name=REGION).client("dynamodb")
             create_sessions_table(uncounted, TABLE_NAME)
+            os.environ["GRACE_QUEUE_URL"] = create_grace_queue(boto3.session.Session(region_name=REGION).client("sqs"))
             started = time.perf_counter()
             populate(uncounted, sessions)
             populate_seconds = time.perf_counter() - started
@@ -293,6 +294,34 @@ def operations(gateway: Gateway) -> list[tuple[str | None, int, Callable[[], obj
     def small_mac_disconnect() -> None:
         gateway.disconnect(state["small_mac"])
 
+    # A resumable session with one browser: away, held frame, resume, grace expiry, end.
+    def resumable_session() -> None:
+        mac = gateway.connect()
+        (reply,) = gateway.message(mac, {"action": "register", "client_id": "bench-r", "resumable": True})
+        state["r_mac"], state["r_code"], state["r_token"] = mac, reply["code"], reply["resume_token"]
+        state["r_browser"] = gateway.join(state["r_code"])[0]
+
+    def resumable_mac_away() -> None:
+        gateway.disconnect(state["r_mac"])
+
+    def send_to_away_mac() -> None:
+        assert gateway.message(state["r_browser"], {"action": "send", "data": {"n": 4}}) == []
+
+    def resume_mac() -> None:
+        state["r_mac"] = gateway.connect()
+        replies = gateway.message(state["r_mac"], {"action": "resume", "token": state["r_token"]})
+        assert [m["type"] for m in replies] == ["resumed", "frame"], replies
+        gateway.grace_timers.clear()  # that absence is over; its timer would find nothing
+
+    def browser_away() -> None:
+        gateway.disconnect(gateway.join(state["r_code"])[0])
+
+    def grace_expiry() -> None:
+        assert gateway.fire_grace_timers() == {"batchItemFailures": []}
+
+    def end() -> None:
+        assert gateway.message(state["r_mac"], {"action": "end"}) == [protocol.ended()]
+
     return [
         ("$connect", 0, connect),
         ("register", 1, register),
@@ -308,6 +337,13 @@ def operations(gateway: Gateway) -> list[tuple[str | None, int, Callable[[], obj
         (f"mac $disconnect ({BROADCAST_BROWSERS - 1} browsers)", 0, mac_disconnect),
         (None, 0, small_session),
         ("mac $disconnect (1 browser)", 0, small_mac_disconnect),
+        (None, 0, resumable_session),
+        ("resumable: mac away ($disconnect, 1 browser)", 0, resumable_mac_away),
+        ("resumable: send browser -> away mac (held)", 1, send_to_away_mac),
+        ("resumable: resume mac (1 held frame, 1 browser)", 1, resume_mac),
+        (None, 0, browser_away),
+        ("resumable: grace expiry (away browser)", 0, grace_expiry),
+        ("end (1 browser)", 1, end),
     ]
 
 

@@ -29,6 +29,10 @@ FUNCTION_DIRS = {
     "LockFunction": "lock",
     "UnlockFunction": "unlock",
     "ExpiryFunction": "expiry",
+    "ResumeFunction": "resume",
+    "EndFunction": "end",
+    "LeaveFunction": "leave",
+    "GraceFunction": "grace",
     "DebugFunction": "debug",
 }
 

@@ -40,6 +40,7 @@ class MacConnection:
 
     connection_id: str
     code: str
+    resumable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class BrowserConnection:
     peer: str
     mac_connection_id: str
     admitted: bool = True  # False while it waits for the mac-client's approval
+    resumable: bool = False
+    mac_away: bool = False  # its frames are held, not posted (the send path's one read says so)
 
 
 Connection = UnboundConnection | MacConnection | BrowserConnection
@@ -64,6 +67,10 @@ class Session:
     browser_count: int
     approve: bool = False  # browsers wait for the mac-client's admission
     locked: bool = False  # the code opens nothing new until the mac-client unlocks
+    resumable: bool = False
+    mac_away: bool = False
+    created_at: int = 0
+    expires_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,7 @@ class Browser:
     connection_id: str
     admitted: bool = True
     address: str | None = None  # the limit key (relay.addresses) it authenticated from
+    away: bool = False  # its connection dropped; it may resume within the grace period
 
     def connection_in(self, mac: MacConnection) -> BrowserConnection:
         """This browser's connection, as its record in the mac-client's session describes it."""
@@ -83,6 +91,7 @@ class Browser:
             peer=self.peer,
             mac_connection_id=mac.connection_id,
             admitted=self.admitted,
+            resumable=mac.resumable,
         )
 
 
@@ -122,6 +131,42 @@ class ExpiredSession:
     created_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class Absence:
+    """A holder that went away: what the grace timer carries and checks when it fires.
+
+    `connection_id` is the connection that dropped; a resume replaces it, so a timer
+    whose connection is no longer the holder's finds nothing to do.
+    """
+
+    code: str
+    holder: str  # protocol.MAC_PEER or a browser's peer id
+    connection_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedMac:
+    """The mac-client took its session back on a new connection."""
+
+    session: Session  # as it is now (the new connection, no longer away)
+    old_connection_id: str
+    was_away: bool
+    browsers: list[Browser]  # matched to the new connection
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedBrowser:
+    connection: BrowserConnection  # the new one
+    old_connection_id: str
+    was_away: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    sequence: int
+    message: dict[str, object]
+
+
 class StoreError(Exception):
     """A session-store outcome the caller must turn into a protocol answer."""
 
@@ -152,3 +197,15 @@ class RateLimited(StoreError):
 
 class CodeSpaceExhausted(StoreError):
     """Every fresh code drawn collided with a live session, up to the configured bound."""
+
+
+class InvalidToken(StoreError):
+    """No resumable place holds this token (unknown, used, or its session is gone)."""
+
+
+class NotAway(StoreError):
+    """The recipient is not away (any more): deliver to it, do not hold."""
+
+
+class HoldRefused(StoreError):
+    """MaxHeldFrames are already held for this away recipient."""

@@ -35,6 +35,9 @@ class Metric(StrEnum):
     PAYLOAD_REJECTIONS = "PayloadRejections"
     REGISTRATIONS_RATE_LIMITED = "RegistrationsRateLimited"
     AUTH_BANNED = "AuthBanned"
+    FRAMES_HELD = "FramesHeld"
+    SESSIONS_RESUMED = "SessionsResumed"
+    GRACE_EXPIRIES = "GraceExpiries"
 
 
 def count(metric: Metric, value: int = 1) -> None:

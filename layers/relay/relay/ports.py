@@ -8,11 +8,12 @@ same behaviour as the DynamoDB one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from relay import protocol
 from relay.model import (
+    Absence,
     AttemptClaim,
     AuthContext,
     Browser,
@@ -21,6 +22,9 @@ from relay.model import (
     Delivery,
     EndedSession,
     ExpiredSession,
+    HeldMessage,
+    ResumedBrowser,
+    ResumedMac,
     Session,
 )
 
@@ -64,11 +68,13 @@ class SessionStore(Protocol):
         connection_id: str,
         client_id: str,
         approve: bool = False,
+        token_hash: Callable[[str], str] | None = None,
         *,
         address: str | None = None,
         request_token: str | None = None,
     ) -> str:
         """A new session with a fresh code, this connection its mac-client; the code.
+        With `token_hash` (the mac-client's token hash for a drawn code) it is resumable.
         With `address`, one of its registrations this window is claimed in the same
         write. Raises AlreadyBound, RateLimited or CodeSpaceExhausted."""
         ...
@@ -95,13 +101,15 @@ class SessionStore(Protocol):
         session: Session,
         peer: str,
         admitted: bool = True,
+        token_hash: str | None = None,
         *,
         claim: AttemptClaim | None = None,
         request_token: str | None = None,
     ) -> None:
-        """Bind the connection to that very session as browser `peer`, giving the
-        claim's address share back. Raises AlreadyBound, InvalidCode (the session is
-        gone or locked, or the claim's address was kicked from it) or SessionFull."""
+        """Bind the connection to that very session as browser `peer` (with `token_hash`,
+        its resume token's hash, in a resumable session), giving the claim's address
+        share back. Raises AlreadyBound, InvalidCode (the session is gone or locked, or
+        the claim's address was kicked from it) or SessionFull."""
         ...
 
     def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
@@ -121,6 +129,60 @@ class SessionStore(Protocol):
     ) -> bool:
         """Unbind the browser and forget its connection; False if it was already gone.
         With `ban_address`, that address can no longer join this session (a kick)."""
+        ...
+
+    # ---- resumable sessions --------------------------------------------------------
+    def mark_mac_away(
+        self, code: str, mac_connection_id: str, request_token: str | None = None
+    ) -> list[Browser] | None:
+        """The mac-client dropped: away, its connection forgotten. The present browsers to
+        tell; None if not resumable, not this mac-client's session, or already away."""
+        ...
+
+    def mark_browser_away(self, browser: BrowserConnection, request_token: str | None = None) -> bool:
+        """The browser dropped: its place is away, its connection forgotten; False if it
+        was not there (any more) or already away."""
+        ...
+
+    def resume_mac(
+        self,
+        code: str,
+        token_hash: str,
+        new_token_hash: str,
+        connection_id: str,
+        *,
+        claim: AttemptClaim | None = None,
+        request_token: str | None = None,
+    ) -> ResumedMac:
+        """Move the session to this connection and replace the token, giving the claim's
+        address share back. Raises InvalidToken or AlreadyBound."""
+        ...
+
+    def resume_browser(
+        self,
+        code: str,
+        peer: str,
+        token_hash: str,
+        new_token_hash: str,
+        connection_id: str,
+        *,
+        claim: AttemptClaim | None = None,
+        request_token: str | None = None,
+    ) -> ResumedBrowser:
+        """Move browser `peer`'s place to this connection and replace the token, giving
+        the claim's address share back. Raises InvalidToken or AlreadyBound."""
+        ...
+
+    def hold_message(self, code: str, holder: str, message: protocol.Message, request_token: str | None = None) -> None:
+        """Keep a message for an away holder. Raises NotAway or HoldRefused."""
+        ...
+
+    def held_messages(self, code: str, holder: str, session_created_at: int) -> list[HeldMessage]:
+        """The messages held for this holder of this session, oldest first."""
+        ...
+
+    def drop_held(self, code: str, holder: str, sequences: list[int]) -> None:
+        """Forget delivered held messages."""
         ...
 
     # ---- expiry -------------------------------------------------------------------
@@ -149,3 +211,9 @@ class Connections(Protocol):
     def close(self, connection_id: str) -> None:
         """Close the connection; one already gone is not an error."""
         ...
+
+
+class GraceTimer(Protocol):
+    """Calls back (Relay.grace_expired) ResumeGraceSeconds after a holder went away."""
+
+    def start(self, absence: Absence) -> None: ...

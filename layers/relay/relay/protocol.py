@@ -49,6 +49,19 @@ DEFAULT_AUTH_FAILURE_WINDOW_SECONDS: Final = 10 * 60
 # Sessions one source address may register per window (the auth failure window).
 DEFAULT_REGISTRATIONS_PER_IP: Final = 60
 
+# Resumable sessions
+# How long an away peer's place (and the frames held for it) is kept; SQS's DelaySeconds
+# range, which is what times it.
+DEFAULT_RESUME_GRACE_SECONDS: Final = 120
+MIN_RESUME_GRACE_SECONDS: Final = 1
+MAX_RESUME_GRACE_SECONDS: Final = 900
+DEFAULT_MAX_HELD_FRAMES: Final = 100
+DEFAULT_MAX_SESSION_SECONDS: Final = 24 * 3600
+# A resume token: "<code>.<holder>.<secret>", holder "mac" or the browser's peer id, the
+# secret 32 URL-safe base64 characters (192 bits). Clients treat it as opaque.
+RESUME_TOKEN_SECRET_BYTES: Final = 24
+RESUME_TOKEN_MAX_LENGTH: Final = 128
+
 
 class Action(StrEnum):
     REGISTER = "register"
@@ -91,7 +104,9 @@ class ErrorCode(StrEnum):
 
 ERROR_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.BAD_REQUEST: "The message is not valid for this action.",
-    ErrorCode.UNKNOWN_ACTION: "Unknown action; expected register, auth, send, ping, kick, admit, lock or unlock.",
+    ErrorCode.UNKNOWN_ACTION: (
+        "Unknown action; expected register, auth, send, ping, kick, admit, lock, unlock, resume, end or leave."
+    ),
     ErrorCode.INVALID_CODE: "That code does not match an open session.",
     ErrorCode.ALREADY_BOUND: "This connection is already part of a session.",
     ErrorCode.NOT_BOUND: "Register or authenticate before sending.",
@@ -129,6 +144,14 @@ class MessageType(StrEnum):
     PEER_BACK = "peer_back"
     ENDED = "ended"
     LEFT = "left"
+
+
+class PeerState(StrEnum):
+    """A peer's state as `resumed` lists it."""
+
+    PRESENT = "present"
+    AWAY = "away"
+    PENDING = "pending"
 
 
 Message = dict[str, Any]
@@ -191,6 +214,36 @@ def unlocked() -> Message:
     return {"type": MessageType.UNLOCKED.value}
 
 
+def resumed(role: str, code: str, peers: list[dict[str, str]], resume_token: str, peer: str | None = None) -> Message:
+    message: Message = {"type": MessageType.RESUMED.value, "role": role, "code": code}
+    if peer is not None:
+        message["peer"] = peer
+    message["peers"] = peers
+    message["resume_token"] = resume_token
+    return message
+
+
+def peer_away(peer: str) -> Message:
+    return {"type": MessageType.PEER_AWAY.value, "peer": peer}
+
+
+def peer_back(peer: str) -> Message:
+    return {"type": MessageType.PEER_BACK.value, "peer": peer}
+
+
+def ended() -> Message:
+    return {"type": MessageType.ENDED.value}
+
+
+def left() -> Message:
+    return {"type": MessageType.LEFT.value}
+
+
+def with_resume_token(message: Message, resume_token: str | None) -> Message:
+    """registered / authenticated / pending of a resumable session carry the holder's token."""
+    return message if resume_token is None else {**message, "resume_token": resume_token}
+
+
 def error(code: ErrorCode, message: str | None = None) -> Message:
     return {
         "type": MessageType.ERROR.value,
@@ -229,6 +282,7 @@ class ProtocolError(Exception):
 class RegisterRequest:
     client_id: str
     approve: bool = False  # browsers wait in "pending" until the mac-client admits them
+    resumable: bool = False  # peers that drop are away, not gone (docs/PROTOCOL.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +321,33 @@ class UnlockRequest:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRequest:
+    pass
+
+
 ClientRequest = (
-    RegisterRequest | AuthRequest | SendRequest | PingRequest | KickRequest | AdmitRequest | LockRequest | UnlockRequest
+    RegisterRequest
+    | AuthRequest
+    | SendRequest
+    | PingRequest
+    | KickRequest
+    | AdmitRequest
+    | LockRequest
+    | UnlockRequest
+    | ResumeRequest
+    | EndRequest
+    | LeaveRequest
 )
 
 
@@ -331,7 +410,10 @@ def parse_client_message(body: str | None) -> ClientRequest:
         approve = message.get("approve", False)
         if not isinstance(approve, bool):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "`approve` must be true or false.")
-        return RegisterRequest(client_id=client_id, approve=approve)
+        resumable = message.get("resumable", False)
+        if not isinstance(resumable, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "`resumable` must be true or false.")
+        return RegisterRequest(client_id=client_id, approve=approve, resumable=resumable)
     if action == Action.AUTH:
         code = message.get("code")
         if not isinstance(code, str):
@@ -355,4 +437,15 @@ def parse_client_message(body: str | None) -> ClientRequest:
         return LockRequest()
     if action == Action.UNLOCK:
         return UnlockRequest()
+    if action == Action.RESUME:
+        token = message.get("token")
+        if not isinstance(token, str) or not 1 <= len(token) <= RESUME_TOKEN_MAX_LENGTH:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"resume needs `token`, a string of 1 to {RESUME_TOKEN_MAX_LENGTH} characters."
+            )
+        return ResumeRequest(token)
+    if action == Action.END:
+        return EndRequest()
+    if action == Action.LEAVE:
+        return LeaveRequest()
     raise ProtocolError(ErrorCode.UNKNOWN_ACTION)

@@ -20,6 +20,11 @@ class Settings:
     auth_failures_per_ip: int = protocol.DEFAULT_AUTH_FAILURES_PER_IP
     auth_failure_window_seconds: int = protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
     registrations_per_ip: int = protocol.DEFAULT_REGISTRATIONS_PER_IP
+    # Resumable sessions
+    resume_grace_seconds: int = protocol.DEFAULT_RESUME_GRACE_SECONDS
+    max_held_frames: int = protocol.DEFAULT_MAX_HELD_FRAMES
+    max_session_seconds: int = protocol.DEFAULT_MAX_SESSION_SECONDS
+    grace_queue_url: str = ""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -35,6 +40,12 @@ class Settings:
         max_browsers = number("MAX_BROWSERS", protocol.DEFAULT_MAX_BROWSERS)
         if max_browsers > protocol.MAX_BROWSERS_LIMIT:
             raise ValueError(f"MAX_BROWSERS may be at most {protocol.MAX_BROWSERS_LIMIT}, got {max_browsers}")
+        grace = number("RESUME_GRACE_SECONDS", protocol.DEFAULT_RESUME_GRACE_SECONDS)
+        if not protocol.MIN_RESUME_GRACE_SECONDS <= grace <= protocol.MAX_RESUME_GRACE_SECONDS:
+            raise ValueError(
+                f"RESUME_GRACE_SECONDS must be {protocol.MIN_RESUME_GRACE_SECONDS} to "
+                f"{protocol.MAX_RESUME_GRACE_SECONDS} (SQS's DelaySeconds), got {grace}"
+            )
         return cls(
             table_name=environ["TABLE_NAME"],
             max_browsers=max_browsers,
@@ -47,4 +58,8 @@ class Settings:
                 "AUTH_FAILURE_WINDOW_SECONDS", protocol.DEFAULT_AUTH_FAILURE_WINDOW_SECONDS
             ),
             registrations_per_ip=number("REGISTRATIONS_PER_IP", protocol.DEFAULT_REGISTRATIONS_PER_IP),
+            resume_grace_seconds=grace,
+            max_held_frames=number("MAX_HELD_FRAMES", protocol.DEFAULT_MAX_HELD_FRAMES),
+            max_session_seconds=number("MAX_SESSION_SECONDS", protocol.DEFAULT_MAX_SESSION_SECONDS),
+            grace_queue_url=environ.get("GRACE_QUEUE_URL", ""),
         )

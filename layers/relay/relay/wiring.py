@@ -13,6 +13,7 @@ from functools import cache
 import boto3
 from botocore.config import Config
 
+from relay.grace_timer import SqsGraceTimer
 from relay.management_api import ManagementApi, endpoint_for, management_client
 from relay.pairing import Relay
 from relay.settings import Settings
@@ -37,16 +38,30 @@ def session_store() -> DynamoDbStore:
 
 
 @cache
+def sqs_client() -> object:
+    return boto3.client("sqs", config=DYNAMODB_CONFIG)
+
+
+@cache
+def grace_timer() -> SqsGraceTimer | None:
+    """None where the function has no GRACE_QUEUE_URL (nobody there can go away)."""
+    configured = settings()
+    if not configured.grace_queue_url:
+        return None
+    return SqsGraceTimer(sqs_client, configured.grace_queue_url, configured.resume_grace_seconds)
+
+
+@cache
 def relay_for(api_id: str, stage: str) -> Relay:
     api = ManagementApi(management_client(endpoint_for(api_id, stage)))
-    return Relay(session_store(), api, settings())
+    return Relay(session_store(), api, settings(), grace_timer=grace_timer())
 
 
 @cache
 def relay_for_configured_endpoint() -> Relay:
-    """For functions no WebSocket event reaches (the TTL stream): the endpoint comes from
-    AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, which the template sets for them."""
-    return Relay(session_store(), ManagementApi(management_client(None)), settings())
+    """For functions no WebSocket event reaches (the TTL stream, the grace timer): the
+    endpoint comes from AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, which the template sets."""
+    return Relay(session_store(), ManagementApi(management_client(None)), settings(), grace_timer=grace_timer())
 
 
 def relay_for_event(event: WebSocketEvent) -> Relay:
@@ -56,5 +71,13 @@ def relay_for_event(event: WebSocketEvent) -> Relay:
 
 def reset() -> None:
     """Forget every cached object, as a new container would (for tests)."""
-    for factory in (settings, session_store, relay_for, relay_for_configured_endpoint, management_client):
+    for factory in (
+        settings,
+        session_store,
+        sqs_client,
+        grace_timer,
+        relay_for,
+        relay_for_configured_endpoint,
+        management_client,
+    ):
         factory.cache_clear()

@@ -1,13 +1,19 @@
 """Sessions in DynamoDB: the relay's only state, behind relay.ports.SessionStore.
 
-One table, eight kinds of item (pk / sk), each kept by one section of this package:
+One table, nine kinds of item (pk / sk), each kept by one section of this package:
 
     S#<code>      / #META         a session: its mac-client's connection, browser count,
-                                  approval mode, `locked`, creation time, TTL  (sessions)
+                                  approval mode, `locked`, `bans` (kicks made), creation
+                                  time, TTL; if resumable, away state and token hash
+                                                                              (sessions)
     S#<code>      / P#<peer>      a browser of that session, its connection and the
                                   address it joined from                      (browsers)
-    S#<code>      / BAN#<address> an address kicked from the session whose mac-client
-                                  is `mac_connection_id`                      (browsers)
+    S#<code>      / BAN#<address> an address kicked from the session whose mac-client is
+                                  one of `mac_connection_ids` (a resume adds its new
+                                  connection)                                 (browsers)
+    S#<code>      / H#<holder>#<seq>
+                                  a message held for an away holder ("mac" or a peer
+                                  id) of a resumable session                    (resume)
     S#<code>      / #EXPIRED#<created at>#<mac connection id>
                                   marks a TTL-deleted session as released        (expiry)
     C#<conn id>   / #CONN         what a connection is: unbound (its claimed attempts,
@@ -42,6 +48,7 @@ from typing import TYPE_CHECKING
 from relay.settings import Settings
 from relay.store.expiry import ExpiryRecords
 from relay.store.limits import LimitRecords
+from relay.store.resume import ResumeRecords
 from relay.store.sessions import SessionRecords
 from relay.store.table import Table
 
@@ -49,7 +56,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
-class DynamoDbStore(SessionRecords, ExpiryRecords, LimitRecords):
+class DynamoDbStore(SessionRecords, ExpiryRecords, LimitRecords, ResumeRecords):
     """The DynamoDB implementation of relay.ports.SessionStore."""
 
     def __init__(

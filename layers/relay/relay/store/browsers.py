@@ -22,6 +22,7 @@ from relay.model import (
 )
 from relay.store.connections import ConnectionRecords
 from relay.store.table import (
+    BAN_PREFIX,
     PEER_PREFIX,
     Cancelled,
     Item,
@@ -46,6 +47,7 @@ def _browser_from(item: Item) -> Browser:
         connection_id=item["connection_id"]["S"],
         admitted=flag(item, "admitted", True),
         address=text(item, "address"),
+        away="away" in item,
     )
 
 
@@ -56,6 +58,7 @@ class BrowserRecords(ConnectionRecords):
         session: Session,
         peer: str,
         admitted: bool = True,
+        token_hash: str | None = None,
         *,
         claim: AttemptClaim | None = None,
         request_token: str | None = None,
@@ -67,9 +70,11 @@ class BrowserRecords(ConnectionRecords):
         address must not have been kicked from it; a mac-client ending, locking or
         kicking concurrently therefore can never leave this browser bound to it. The
         same transaction gives the address's share of the claim back.
+        In a resumable session the browser's records live as long as the session and
+        its peer item keeps the hash of its resume token.
         """
         table = self.table
-        expires_at = table.expires_at()
+        expires_at = str(session.expires_at) if session.resumable else table.expires_at()
         take_seat = table.update(
             session_key(session.code),
             "ADD browser_count :one",
@@ -92,12 +97,20 @@ class BrowserRecords(ConnectionRecords):
         }
         if claim is not None:
             peer_record["address"] = {"S": claim.address}
+        if token_hash is not None:
+            peer_record["token_hash"] = {"S": token_hash}
+        if session.resumable:
+            peer_record["session_created_at"] = {"N": str(session.created_at)}
         peer_item = table.put(peer_record, condition="attribute_not_exists(pk)")
+        resumable_values: Item = (
+            {":resumable": {"BOOL": True}, ":mac_away": {"BOOL": session.mac_away}} if session.resumable else {}
+        )
         bind_connection = table.update(
             connection_key(connection_id),
             "SET #role = :browser, code = :code, peer = :peer, "
-            "mac_connection_id = :mac, admitted = :admitted, expires_at = :exp "
-            "REMOVE failed_auths",
+            "mac_connection_id = :mac, admitted = :admitted, expires_at = :exp"
+            + (", resumable = :resumable, mac_away = :mac_away" if session.resumable else "")
+            + " REMOVE failed_auths",
             {
                 ":browser": {"S": Role.BROWSER.value},
                 ":code": {"S": session.code},
@@ -105,6 +118,7 @@ class BrowserRecords(ConnectionRecords):
                 ":mac": {"S": session.mac_connection_id},
                 ":admitted": {"BOOL": admitted},
                 ":exp": {"N": expires_at},
+                **resumable_values,
             },
             condition="attribute_not_exists(#role)",
             names={"#role": "role"},
@@ -115,16 +129,11 @@ class BrowserRecords(ConnectionRecords):
                 "ConditionCheck": {
                     "TableName": table.name,
                     "Key": ban_key(session.code, claim.address),
-                    "ConditionExpression": "attribute_not_exists(pk) OR mac_connection_id <> :mac",
+                    "ConditionExpression": "attribute_not_exists(pk) OR NOT contains(mac_connection_ids, :mac)",
                     "ExpressionAttributeValues": {":mac": {"S": session.mac_connection_id}},
                 }
             }
-            give_back = table.update(
-                ip_window_key(claim.address, claim.window_start),
-                "ADD failures :minus_one SET expires_at = if_not_exists(expires_at, :exp)",
-                {":minus_one": {"N": "-1"}, ":exp": {"N": table.window_expires_at(claim.window_start)}},
-            )
-            items += [not_banned, give_back]
+            items += [not_banned, self._give_back(claim)]
         try:
             table.transact(items, request_token, f"join:{peer}")
         except Cancelled as cancelled:
@@ -144,6 +153,14 @@ class BrowserRecords(ConnectionRecords):
                     raise InvalidCode from None
                 raise SessionFull from None
             raise
+
+    def _give_back(self, claim: AttemptClaim) -> Item:
+        """The transaction item that gives a claim's address share back (a join, a resume)."""
+        return self.table.update(
+            ip_window_key(claim.address, claim.window_start),
+            "ADD failures :minus_one SET expires_at = if_not_exists(expires_at, :exp)",
+            {":minus_one": {"N": "-1"}, ":exp": {"N": self.table.window_expires_at(claim.window_start)}},
+        )
 
     def _is_bound_as(self, connection_id: str, code: str, peer: str) -> bool:
         """Re-read after a conditional failure: is the connection already this very browser?"""
@@ -209,17 +226,27 @@ class BrowserRecords(ConnectionRecords):
         )
         ban: list[Item] = []
         if ban_address is not None:
+            # A resumable session outlives its connections: so does the ban.
+            expires_at = (
+                str(table.now() + table.settings.max_session_seconds) if browser.resumable else table.expires_at()
+            )
             ban = [
                 table.update(
                     ban_key(browser.code, ban_address),
-                    "SET mac_connection_id = :mac, expires_at = :exp",
-                    {":mac": {"S": browser.mac_connection_id}, ":exp": {"N": table.expires_at()}},
+                    "ADD mac_connection_ids :mac SET expires_at = :exp",
+                    {":mac": {"SS": [browser.mac_connection_id]}, ":exp": {"N": expires_at}},
                 )
             ]
+        # A session that has banned someone says so (`bans`), so that a resume of its
+        # mac-client knows to carry the bans over to its new connection.
         release_seat = table.update(
             session_key(browser.code),
-            "ADD browser_count :minus_one",
-            {":minus_one": {"N": "-1"}, ":mac": {"S": browser.mac_connection_id}},
+            "ADD browser_count :minus_one" + (", bans :one" if ban else ""),
+            {
+                ":minus_one": {"N": "-1"},
+                ":mac": {"S": browser.mac_connection_id},
+                **({":one": {"N": "1"}} if ban else {}),
+            },
             condition="mac_connection_id = :mac",
         )
         step = f"leave:{browser.peer}"
@@ -241,6 +268,23 @@ class BrowserRecords(ConnectionRecords):
             if ban:
                 table.write(ban[0])
             return False
+
+    def _carry_bans(self, code: str, old_mac_connection_id: str, new_mac_connection_id: str) -> None:
+        """Bans follow the session when its mac-client resumes on a new connection: each
+        ban of this session also names the new connection. Written before the resume's
+        transaction, so at no moment does the session have a connection its bans miss
+        (a resume that then fails leaves an unused connection id in the set, harmlessly)."""
+        table = self.table
+        for item in table.query_prefix(session_partition(code), BAN_PREFIX):
+            if old_mac_connection_id in item.get("mac_connection_ids", {}).get("SS", []):
+                table.write_if(
+                    table.update(
+                        {"pk": item["pk"], "sk": item["sk"]},
+                        "ADD mac_connection_ids :new",
+                        {":new": {"SS": [new_mac_connection_id]}, ":old": {"S": old_mac_connection_id}},
+                        condition="contains(mac_connection_ids, :old)",
+                    )
+                )
 
     def _unbind_items(self, code: str, browser: Browser, connection_must_match: bool = True) -> list[Item]:
         """Transaction items that take a browser out of a session: its seat and its binding.

@@ -13,7 +13,7 @@ def connection_from(table: Table, connection_id: str, item: Item | None) -> Conn
     role = text(item, "role")
     code = text(item, "code")
     if role == Role.MAC and code is not None:
-        return MacConnection(connection_id=connection_id, code=code)
+        return MacConnection(connection_id=connection_id, code=code, resumable=flag(item, "resumable", False))
     if role == Role.BROWSER and code is not None:
         return BrowserConnection(
             connection_id=connection_id,
@@ -21,6 +21,8 @@ def connection_from(table: Table, connection_id: str, item: Item | None) -> Conn
             peer=str(text(item, "peer")),
             mac_connection_id=str(text(item, "mac_connection_id")),
             admitted=flag(item, "admitted", True),
+            resumable=flag(item, "resumable", False),
+            mac_away=flag(item, "mac_away", False),
         )
     return UnboundConnection(connection_id=connection_id, failed_auths=number(item, "failed_auths"))
 

@@ -24,7 +24,6 @@ from relay.store.table import (
     connection_key,
     ip_window_key,
     session_key,
-    text,
 )
 
 
@@ -81,6 +80,6 @@ class LimitRecords(Section):
         banned = (
             session is not None
             and table.live(ban)
-            and text(ban or {}, "mac_connection_id") == session.mac_connection_id
+            and session.mac_connection_id in (ban or {}).get("mac_connection_ids", {}).get("SS", [])
         )
         return AuthContext(connection=connection, session=session, banned=banned)

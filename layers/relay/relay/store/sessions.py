@@ -7,6 +7,8 @@ registrations that draw the same code cannot both win.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from relay import session_codes
 from relay.model import (
     AlreadyBound,
@@ -45,6 +47,10 @@ def session_from(table: Table, code: str, item: Item | None, include_expired: bo
         browser_count=number(item, "browser_count"),
         approve=flag(item, "approve", False),
         locked=flag(item, "locked", False),
+        resumable=flag(item, "resumable", False),
+        mac_away="mac_away" in item,
+        created_at=number(item, "created_at"),
+        expires_at=number(item, "expires_at"),
     )
 
 
@@ -54,19 +60,23 @@ class SessionRecords(BrowserRecords, CounterShards):
         connection_id: str,
         client_id: str,
         approve: bool = False,
+        token_hash: Callable[[str], str] | None = None,
         *,
         address: str | None = None,
         request_token: str | None = None,
     ) -> str:
         """Create a session with a fresh code whose mac-client is this connection.
 
+        With `token_hash` (the hash of the mac-client's resume token, given the code) the
+        session is resumable and lives MaxSessionSeconds instead of the connection-bound TTL.
         With `address`, the same transaction claims one of the address's registrations
         for this window (RegistrationsPerIp). Raises AlreadyBound if the connection is
         already in a session, RateLimited if the address has registered its share, and
         CodeSpaceExhausted if every code drawn (up to the bound) was taken.
         """
         table = self.table
-        expires_at = table.expires_at()
+        resumable = token_hash is not None
+        expires_at = str(table.now() + table.settings.max_session_seconds) if resumable else table.expires_at()
         claim: list[Item] = []
         if address is not None:
             window_start = table.window_start()
@@ -87,23 +97,29 @@ class SessionRecords(BrowserRecords, CounterShards):
             code = session_codes.generate_session_code()
             bind_connection = table.update(
                 connection_key(connection_id),
-                "SET #role = :mac, code = :code, expires_at = :exp",
-                {":mac": {"S": Role.MAC.value}, ":code": {"S": code}, ":exp": {"N": expires_at}},
+                "SET #role = :mac, code = :code, expires_at = :exp" + (", resumable = :resumable" if resumable else ""),
+                {
+                    ":mac": {"S": Role.MAC.value},
+                    ":code": {"S": code},
+                    ":exp": {"N": expires_at},
+                    **({":resumable": {"BOOL": True}} if resumable else {}),
+                },
                 condition="attribute_not_exists(#role)",
                 names={"#role": "role"},
             )
-            create_session = table.put(
-                {
-                    **session_key(code),
-                    "mac_connection_id": {"S": connection_id},
-                    "client_id": {"S": client_id},
-                    "browser_count": {"N": "0"},
-                    "approve": {"BOOL": approve},
-                    "created_at": {"N": str(table.now())},
-                    "expires_at": {"N": expires_at},
-                },
-                condition="attribute_not_exists(pk)",
-            )
+            session_item: Item = {
+                **session_key(code),
+                "mac_connection_id": {"S": connection_id},
+                "client_id": {"S": client_id},
+                "browser_count": {"N": "0"},
+                "approve": {"BOOL": approve},
+                "created_at": {"N": str(table.now())},
+                "expires_at": {"N": expires_at},
+            }
+            if token_hash is not None:
+                session_item["resumable"] = {"BOOL": True}
+                session_item["mac_token_hash"] = {"S": token_hash(code)}
+            create_session = table.put(session_item, condition="attribute_not_exists(pk)")
             try:
                 table.transact(
                     [bind_connection, create_session, self._counter_update(+1), *claim],

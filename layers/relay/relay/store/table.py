@@ -30,6 +30,7 @@ COUNT = "#COUNT"
 PEER_PREFIX = "P#"
 EXPIRED_PREFIX = "#EXPIRED#"
 BAN_PREFIX = "BAN#"
+HELD_PREFIX = "H#"
 
 CONDITION_FAILED = "ConditionalCheckFailed"
 
@@ -68,7 +69,8 @@ def registrations_key(address: str, window_start: int) -> Item:
 
 
 def ban_key(code: str, address: str) -> Item:
-    """An address kicked from the session with this code (which one: its mac_connection_id)."""
+    """An address kicked from the session with this code (which one: its mac-client's
+    connections, `mac_connection_ids`, which a resume adds to)."""
     return {"pk": {"S": session_partition(code)}, "sk": {"S": BAN_PREFIX + address}}
 
 
@@ -77,6 +79,11 @@ def client_request_token(request_token: str, step: str) -> str:
     the same API Gateway request id and step give the same token, so a transaction
     botocore retries after a lost response is applied once."""
     return hashlib.sha256(f"{request_token}|{step}".encode()).hexdigest()[:36]
+
+
+def held_key(code: str, recipient: str, sequence: int) -> Item:
+    # Zero-padded, so the sort key orders held messages as they were sent.
+    return {"pk": {"S": session_partition(code)}, "sk": {"S": f"{HELD_PREFIX}{recipient}#{sequence:012d}"}}
 
 
 def expired_marker_key(code: str, created_at: int, mac_connection_id: str) -> Item:
@@ -179,6 +186,16 @@ class Table:
             update["ExpressionAttributeNames"] = names
         return {"Update": update}
 
+    def condition_check(
+        self, key: Item, condition: str, values: Item | None = None, names: dict[str, str] | None = None
+    ) -> Item:
+        check: Item = {"TableName": self.name, "Key": key, "ConditionExpression": condition}
+        if values:
+            check["ExpressionAttributeValues"] = values
+        if names:
+            check["ExpressionAttributeNames"] = names
+        return {"ConditionCheck": check}
+
     def delete(self, key: Item, condition: str | None = None, values: Item | None = None) -> Item:
         delete: Item = {"TableName": self.name, "Key": key}
         if condition:
@@ -217,6 +234,15 @@ class Table:
             return self.client.delete_item(**request)  # type: ignore[return-value]
         except ClientError as error:
             raise StoreUnavailable(_error_code(error)) from error
+
+    def write_if(self, operation: Item) -> Item | None:
+        """Like write, but a failed condition is None rather than an error."""
+        try:
+            return self.write(operation)
+        except StoreUnavailable as error:
+            if error.args == ("ConditionalCheckFailedException",):
+                return None
+            raise
 
     def get(self, key: Item) -> Item | None:
         try:

@@ -1,0 +1,17 @@
+"""leave: a browser leaves its session at once (the mac-client gets peer_left)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from relay.observability import logger, metrics
+from relay.pairing import Relay
+from relay.protocol import LeaveRequest
+from relay.websocket_event import WebSocketEvent
+from relay.websocket_route import answer_client_message
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(raw_event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    event = WebSocketEvent.from_lambda(raw_event)
+    return answer_client_message(event, LeaveRequest, Relay.leave)
