@@ -173,11 +173,17 @@ class EventSources:
                     for name in _QUEUE_ATTRIBUTES
                     if name in queue.properties
                 }
-                redrive = queue.properties.get("RedrivePolicy")
-                if redrive:
-                    attributes["RedrivePolicy"] = json.dumps(redrive)
                 response = self.sqs.create_queue(QueueName=queue.name, Attributes=attributes)
                 self._queue_urls[queue.logical_id] = response["QueueUrl"]
+            # Redrive policies name other queues (a dead-letter queue often comes later in
+            # the template), so they are set once every queue exists.
+            for queue in self.template.queues.values():
+                redrive = queue.properties.get("RedrivePolicy")
+                if redrive:
+                    self.sqs.set_queue_attributes(
+                        QueueUrl=self._queue_urls[queue.logical_id],
+                        Attributes={"RedrivePolicy": json.dumps(redrive)},
+                    )
             for topic in self.template.topics.values():
                 self.sns.create_topic(Name=topic.name)
             for source in self.template.event_sources:

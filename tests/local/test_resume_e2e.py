@@ -1,0 +1,251 @@
+"""Resumable sessions through relay-local over real sockets (issue 11).
+
+relay-local closes every connection after --max-connection-duration with 1001, as API
+Gateway does after two hours; the session survives each forced close, and frames sent
+to the side that is away are held and delivered right after it resumes, in order and
+once each. The grace timer runs through relay-local's SQS event source: an away
+mac-client's session ends, and a silent browser is told, without sending anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.local.relay_process import EFFECT_TIMEOUT, REPO_ROOT, RelayLocalProcess, start_relay_local
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MAX_CONNECTION_SECONDS = 4.0
+# The browser opens this long after the mac-client, so that their forced closes alternate
+# with margin: the mac-client's first, then the browser's, each while the other is open.
+BROWSER_OFFSET_SECONDS = 1.5
+ROUNDS = 3
+GRACE_SECONDS = 2
+# docs/PROTOCOL.md: an away side's grace ends at most about 15 s late.
+GRACE_LATENESS_SECONDS = 15.0
+
+
+def _start(*overrides: str, extra: tuple[str, ...] = ()) -> RelayLocalProcess:
+    return start_relay_local(
+        "--template",
+        str(REPO_ROOT / "template.yaml"),
+        "--ws-port",
+        "0",
+        "--http-port",
+        "0",
+        "--log-level",
+        "WARNING",
+        *extra,
+        "--parameter-overrides",
+        "AuthFailuresPerIp=10000",
+        *overrides,
+    )
+
+
+@pytest.fixture
+def short_connections_relay() -> Iterator[RelayLocalProcess]:
+    process = _start(extra=("--max-connection-duration", str(MAX_CONNECTION_SECONDS)))
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+@pytest.fixture
+def short_grace_relay() -> Iterator[RelayLocalProcess]:
+    process = _start(f"ResumeGraceSeconds={GRACE_SECONDS}")
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+class Side:
+    """One end (mac-client or browser) whose connection may be closed and resumed."""
+
+    def __init__(self, relay: RelayLocalProcess) -> None:
+        self.relay = relay
+        self.ws: ClientConnection | None = None
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_codes: list[int | None] = []
+        self.token = ""
+        self.frames: list[Any] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.ws = await connect(self.relay.ws_url, open_timeout=EFFECT_TIMEOUT)
+        self.closed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read(self.ws))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for text in ws:
+                message = json.loads(text)
+                if message.get("type") == "frame":
+                    self.frames.append(message["data"])
+                await self.inbox.put(message)
+        except ConnectionClosed:
+            pass
+        self.close_codes.append(ws.close_code)
+        self.closed.set()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send(json.dumps(message))
+
+    async def next(self, message_type: str, timeout: float = EFFECT_TIMEOUT) -> dict[str, Any]:
+        """The next message of this type; every other type in between is skipped."""
+        while True:
+            message = await asyncio.wait_for(self.inbox.get(), timeout)
+            if message.get("type") == message_type:
+                return message
+            assert message.get("type") != "error", message
+
+    async def forced_close(self) -> int | None:
+        await asyncio.wait_for(self.closed.wait(), MAX_CONNECTION_SECONDS + EFFECT_TIMEOUT)
+        return self.close_codes[-1]
+
+    async def resume(self) -> dict[str, Any]:
+        await self.open()
+        await self.send({"action": "resume", "token": self.token})
+        resumed = await self.next("resumed")
+        self.token = resumed["resume_token"]
+        return resumed
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await self._reader
+
+
+def test_a_pairing_survives_forced_closes_with_frames_both_ways_in_order_once_each(
+    short_connections_relay: RelayLocalProcess,
+) -> None:
+    relay = short_connections_relay
+
+    async def scenario() -> tuple[Side, Side, list[Any], list[Any], str]:
+        mac, browser = Side(relay), Side(relay)
+        await mac.open()
+        await mac.send({"action": "register", "client_id": "mac", "resumable": True})
+        registered = await mac.next("registered")
+        code, mac.token = registered["code"], registered["resume_token"]
+        await asyncio.sleep(BROWSER_OFFSET_SECONDS)
+        await browser.open()
+        await browser.send({"action": "auth", "code": code})
+        authenticated = await browser.next("authenticated")
+        peer, browser.token = authenticated["peer"], authenticated["resume_token"]
+        await mac.next("peer_joined")
+        to_mac: list[Any] = []
+        to_browser: list[Any] = []
+        for round_number in range(ROUNDS):
+            # The mac-client's connection is closed first; the browser keeps sending.
+            assert await mac.forced_close() == 1001
+            assert (await browser.next("peer_away"))["peer"] == "mac"
+            for n in range(2):
+                to_mac.append(f"held for mac {round_number}.{n}")
+                await browser.send({"action": "send", "data": to_mac[-1]})
+            resumed = await mac.resume()
+            assert (resumed["role"], resumed["code"]) == ("mac", code)
+            assert [p["peer"] for p in resumed["peers"]] == [peer]
+            assert (await browser.next("peer_back"))["peer"] == "mac"
+            to_browser.append(f"live to browser {round_number}")
+            await mac.send({"action": "send", "data": to_browser[-1]})
+            to_mac.append(f"live to mac {round_number}")
+            await browser.send({"action": "send", "data": to_mac[-1]})
+            # Then the browser's; the mac-client's frames for it are held.
+            assert await browser.forced_close() == 1001
+            assert (await mac.next("peer_away"))["peer"] == peer
+            to_browser.append(f"held for browser {round_number}")
+            await mac.send({"action": "send", "to": peer, "data": to_browser[-1]})
+            resumed = await browser.resume()
+            assert (resumed["role"], resumed["code"], resumed["peer"]) == ("browser", code, peer)
+            assert (await mac.next("peer_back"))["peer"] == peer
+        # One last frame each way, and then everything sent has arrived.
+        to_browser.append("last to browser")
+        await mac.send({"action": "send", "data": to_browser[-1]})
+        to_mac.append("last to mac")
+        await browser.send({"action": "send", "data": to_mac[-1]})
+        while to_mac[-1] not in mac.frames:
+            await mac.next("frame")
+        while to_browser[-1] not in browser.frames:
+            await browser.next("frame")
+        await mac.send({"action": "end"})
+        await mac.next("ended")
+        await mac.close()
+        await browser.close()
+        return mac, browser, to_mac, to_browser, code
+
+    mac, browser, to_mac, to_browser, _ = asyncio.run(scenario())
+    assert mac.frames == to_mac
+    assert browser.frames == to_browser
+    assert len(mac.close_codes) >= ROUNDS + 1
+    assert _active_sessions(relay) == 0
+
+
+def _active_sessions(relay: RelayLocalProcess) -> int:
+    with urllib.request.urlopen(f"{relay.http_url}/debug/sessions", timeout=EFFECT_TIMEOUT) as response:
+        return int(response.read().decode().rsplit(":", 1)[1])
+
+
+def test_an_away_mac_clients_session_ends_at_grace_and_a_silent_browser_is_told(
+    short_grace_relay: RelayLocalProcess,
+) -> None:
+    relay = short_grace_relay
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        mac, browser = Side(relay), Side(relay)
+        await mac.open()
+        await mac.send({"action": "register", "client_id": "mac", "resumable": True})
+        registered = await mac.next("registered")
+        mac.token = registered["resume_token"]
+        await browser.open()
+        await browser.send({"action": "auth", "code": registered["code"]})
+        await browser.next("authenticated")
+        await mac.close()  # a close without `end`: away, not gone
+        await browser.next("peer_away")
+        counted_while_away = _active_sessions(relay)
+        # The browser sends nothing; the grace timer tells it.
+        closed = await browser.next("session_closed", timeout=GRACE_SECONDS + GRACE_LATENESS_SECONDS)
+        late = Side(relay)
+        await late.open()
+        await late.send({"action": "resume", "token": mac.token})
+        refused = await late.next("error")
+        await late.close()
+        await browser.close()
+        return closed, refused, counted_while_away
+
+    closed, refused, counted_while_away = asyncio.run(scenario())
+    assert closed == {"type": "session_closed"}
+    assert refused["error"] == "invalid_token"
+    assert counted_while_away == 1
+    assert _active_sessions(relay) == 0
+
+
+def test_an_away_browser_is_removed_at_grace_and_the_mac_client_told(short_grace_relay: RelayLocalProcess) -> None:
+    relay = short_grace_relay
+
+    async def scenario() -> tuple[str, dict[str, Any]]:
+        mac, browser = Side(relay), Side(relay)
+        await mac.open()
+        await mac.send({"action": "register", "client_id": "mac", "resumable": True})
+        registered = await mac.next("registered")
+        await browser.open()
+        await browser.send({"action": "auth", "code": registered["code"]})
+        peer = (await browser.next("authenticated"))["peer"]
+        await mac.next("peer_joined")
+        await browser.close()
+        assert (await mac.next("peer_away"))["peer"] == peer
+        left = await mac.next("peer_left", timeout=GRACE_SECONDS + GRACE_LATENESS_SECONDS)
+        await mac.send({"action": "end"})
+        await mac.next("ended")
+        await mac.close()
+        return peer, left
+
+    peer, left = asyncio.run(scenario())
+    assert left == {"type": "peer_left", "peer": peer}
