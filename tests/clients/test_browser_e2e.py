@@ -208,14 +208,17 @@ def test_relay_crash_loses_the_page_and_gives_the_mac_a_new_session(browser_page
             assert relay.active_sessions() == 1
 
             relay.crash()
-            expect(browser_page.locator("#alert")).to_have_text(ui_message("connectionLost"))
-            expect(browser_page.locator("#status")).to_have_attribute("data-state", "lost")
+            # The session is resumable: the page tries to take its place back first.
+            expect(browser_page.locator("#alert")).to_have_text(ui_message("resuming"))
             mac.wait_for_event("disconnected")
             mac.wait_for_event("reconnecting")
 
             relay = start_relay_local(ws_port, http_port)
-            # The crashed relay accepted nothing more, so session 2 is on the new one.
+            # The crashed relay's sessions are gone with it: both resumes are refused, so
+            # session 2 is a new one, and the page asks for a code again.
             second = mac.wait_for_event("registered", session=2, new_session=True)["code"]
+            expect(browser_page.locator("#alert")).to_have_text(page_protocol()["errorMessages"]["invalid_token"])
+            expect(browser_page.locator("#status")).to_have_attribute("data-state", "idle")
             assert relay.active_sessions() == 1
             browser_page.locator("#code").fill("")
             browser_page.locator("#code").press_sequentially(second)

@@ -77,6 +77,10 @@ def test_frames_both_ways_peers_and_the_relays_own_errors(relay_local: RelayLoca
             # The relay's answer for a peer that is not in the session.
             mac.type_line("@pnobody123 hello?")
             assert mac.wait_for_event("error")["error"] == "unknown_peer"
+            # relay-mac registers resumable: a browser that only closed its socket would be
+            # away (peer_away), so this one says goodbye.
+            browser.send(json.dumps({"action": "leave"}))
+            assert receive(browser, "left") == {"type": "left"}
 
         assert mac.wait_for_event("peer_left") == {"event": "peer_left", "peer": peer, "peers": []}
         mac.type_line("anyone there?")
@@ -103,7 +107,9 @@ def test_keepalive_pings_are_answered_by_the_relay_without_noise(relay_local: Re
             mac.wait_for_event("frame", data="still here")
         mac.terminate()
     events = [json.loads(line) for line in mac.lines]
-    assert [e["event"] for e in events if e["event"] not in ("peer_left", "stopped")] == [
+    # The goodbyes at the end (the browser's socket closed: away; SIGTERM: end) are not noise.
+    goodbyes = ("peer_left", "peer_away", "ended", "stopped")
+    assert [e["event"] for e in events if e["event"] not in goodbyes] == [
         "connecting",
         "registered",
         "peer_joined",
