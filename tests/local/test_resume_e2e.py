@@ -249,3 +249,72 @@ def test_an_away_browser_is_removed_at_grace_and_the_mac_client_told(short_grace
 
     peer, left = asyncio.run(scenario())
     assert left == {"type": "peer_left", "peer": peer}
+
+
+@pytest.fixture
+def relay_with_limits() -> Iterator[RelayLocalProcess]:
+    process = _start("MaxAuthAttempts=5")
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+def test_a_token_resumes_once_and_end_voids_every_token_while_a_browser_is_away(
+    relay_with_limits: RelayLocalProcess,
+) -> None:
+    relay = relay_with_limits
+
+    async def attempt(token: str) -> dict[str, Any]:
+        side = Side(relay)
+        await side.open()
+        await side.send({"action": "resume", "token": token})
+        answer = await asyncio.wait_for(side.inbox.get(), EFFECT_TIMEOUT)
+        await side.close()
+        return answer
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], int]:
+        mac, browser = Side(relay), Side(relay)
+        await mac.open()
+        await mac.send({"action": "register", "client_id": "mac", "resumable": True})
+        registered = await mac.next("registered")
+        await browser.open()
+        await browser.send({"action": "auth", "code": registered["code"]})
+        first_token = (await browser.next("authenticated"))["resume_token"]
+        await browser.close()
+        await mac.next("peer_away")
+        browser.token = first_token
+        resumed = await browser.resume()
+        reused = await attempt(first_token)  # single use: the resume above spent it
+        await browser.close()
+        await mac.next("peer_away")
+        await mac.send({"action": "end"})
+        ended = await mac.next("ended")
+        after_end = await attempt(browser.token)  # the browser's latest token, void with the session
+        await mac.close()
+        return resumed, reused, ended, after_end, _active_sessions(relay)
+
+    resumed, reused, ended, after_end, active = asyncio.run(scenario())
+    assert resumed["type"] == "resumed"
+    assert reused["error"] == "invalid_token"
+    assert ended == {"type": "ended"}
+    assert after_end["error"] == "invalid_token"
+    assert active == 0
+
+
+def test_bad_tokens_count_against_the_guessing_limit_and_close_the_connection(
+    relay_with_limits: RelayLocalProcess,
+) -> None:
+    relay = relay_with_limits
+
+    async def scenario() -> tuple[list[str], list[int | None]]:
+        guesser = Side(relay)
+        await guesser.open()
+        errors: list[str] = []
+        for n in range(5):
+            await guesser.send({"action": "resume", "token": f"AAAAAA.mac.not-a-token-{n}"})
+            errors.append((await guesser.next("error"))["error"])
+        await asyncio.wait_for(guesser.closed.wait(), EFFECT_TIMEOUT)
+        return errors, guesser.close_codes
+
+    errors, close_codes = asyncio.run(scenario())
+    assert errors == ["invalid_token"] * 4 + ["too_many_attempts"]
+    assert len(close_codes) == 1
