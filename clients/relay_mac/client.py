@@ -485,7 +485,9 @@ class MacClient:
             return
         ended = asyncio.create_task(self._ended.wait())
         try:
-            await asyncio.wait({ended, receiving}, timeout=self.settings.end_timeout_seconds)
+            await asyncio.wait(
+                {ended, receiving}, timeout=self.settings.end_timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             ended.cancel()
 

@@ -159,7 +159,8 @@ def test_lines_that_cannot_be_sent_are_explained_not_sent(relay: ScriptedRelay) 
         lines.type("still connected")
         await recorder.wait_for("sent")
 
-    recorder = run_scenario(settings_for(relay), scenario)
+    # The browser never commits to a key, so its frames wait out the e2e wait, then go plain.
+    recorder = run_scenario(settings_for(relay, e2e_wait_seconds=0.2), scenario)
     assert [r.message["data"] for r in relay.messages("send")] == ["still connected"]
     assert recorder.of("disconnected") == []
 

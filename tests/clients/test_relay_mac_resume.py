@@ -223,6 +223,19 @@ def test_a_relay_that_does_not_answer_end_delays_the_exit_only_briefly() -> None
         assert "ended" not in recorder.kinds()
 
 
+def test_a_relay_that_answers_end_lets_the_exit_go_at_once() -> None:
+    """The exit waits for `ended` or the close, whichever comes first, not for the timeout:
+    with an hour's timeout, run_scenario's ten-second bound fails if the client waits it out."""
+    with ScriptedRelay() as relay:
+
+        async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+            await recorder.wait_for("registered")
+
+        recorder = run_scenario(settings_for(relay, end_timeout_seconds=3600), scenario)
+        assert len(relay.messages("end")) == 1
+        assert recorder.kinds()[-2:] == ["ended", "stopped"]
+
+
 def test_a_relay_without_end_is_not_reported_as_an_error(relay: ScriptedRelay) -> None:
     async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
         await recorder.wait_for("registered")
