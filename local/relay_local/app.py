@@ -74,6 +74,7 @@ class Options:
     region: str = "us-east-1"
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     max_connection_duration: float = DEFAULT_MAX_CONNECTION_SECONDS
+    disconnect_delay: float = 0.0
     workers_per_function: int = 4
     reload: bool = False
     static_dir: Path | None = None
@@ -330,6 +331,7 @@ class RelayLocal:
                 region=options.region,
                 idle_timeout_seconds=options.idle_timeout,
                 max_connection_seconds=options.max_connection_duration,
+                disconnect_delay_seconds=options.disconnect_delay,
             ),
             self.invoke,
         )

@@ -64,6 +64,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _positive_int(text: str) -> int:
     return int(_positive(str(int(text))))
 
@@ -128,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONNECTION_SECONDS,
         metavar="SECONDS",
         help="close connections open this long (default: %(default)s, as API Gateway)",
+    )
+    parser.add_argument(
+        "--disconnect-delay",
+        type=_not_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="invoke $disconnect this long after a connection closes (default: %(default)s). API Gateway's "
+        "$disconnect is best effort and may come late: meanwhile posts to the connection answer 410, and "
+        "the client may already be back on a new connection",
     )
     parser.add_argument(
         "--workers-per-function",

@@ -13,6 +13,7 @@ binary frames (close code 1003).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -71,6 +72,10 @@ class GatewaySettings:
     region: str = "us-east-1"
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     max_connection_seconds: float = DEFAULT_MAX_CONNECTION_SECONDS
+    # API Gateway delivers $disconnect on a best-effort basis, sometimes late: a delay lets
+    # an app be tested against posts to a gone connection (410) before its $disconnect, and
+    # against a $disconnect that comes after the client has reconnected.
+    disconnect_delay_seconds: float = 0.0
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -345,6 +350,9 @@ class WebSocketConnection(asyncio.Protocol):
             # $disconnect comes after the invocations the connection's messages started.
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
+            delay = self.gateway.settings.disconnect_delay_seconds
+            if delay > 0 and not self.gateway.stopping:
+                await self.gateway.wait_unless_stopping(delay)
             route = self.gateway.api.routes.get("$disconnect")
             if route is not None:
                 code, reason = self.close_status()
@@ -408,6 +416,12 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
         self.stopping = False
+        self._stopping = asyncio.Event()
+
+    async def wait_unless_stopping(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if relay-local starts stopping meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def track(self, task: asyncio.Task[Any]) -> None:
         self._background.add(task)
@@ -439,6 +453,7 @@ class Gateway:
         is cancelled: relay-local stops promptly whatever its functions do.
         """
         self.stopping = True
+        self._stopping.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         connections = list(self.connections.values())

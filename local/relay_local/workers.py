@@ -108,6 +108,18 @@ class Worker:
         self._writer.write(json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n")
 
     async def invoke(self, event: dict[str, Any], request_id: str) -> Invocation:
+        invocation = await self._invoke(event, request_id)
+        # Lambda's own report line, at DEBUG: one per invocation, after it ended.
+        function_log.debug(
+            "REPORT RequestId: %s Duration: %.2f ms Status: %s",
+            request_id,
+            invocation.duration_ms,
+            invocation.status,
+            extra={"function": self.function.name},
+        )
+        return invocation
+
+    async def _invoke(self, event: dict[str, Any], request_id: str) -> Invocation:
         assert self._reader is not None
         assert self._writer is not None
         self._next_id += 1

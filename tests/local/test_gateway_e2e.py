@@ -451,6 +451,42 @@ def test_unknown_and_closed_connections_answer_410_gone(relay: RelayLocalProcess
             assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
 
 
+def test_a_disconnect_delay_keeps_posts_gone_before_disconnect_and_a_stop_cuts_it_short(
+    tmp_path: Path,
+) -> None:
+    """--disconnect-delay: API Gateway's late $disconnect. Within the delay the connection is
+    already gone (410) and no $disconnect has run; stopping runs it at once, not after an hour."""
+    process = start_relay_local(
+        "--template",
+        str(FIXTURES / "gateway" / "template.yaml"),
+        "--ws-port",
+        "0",
+        "--http-port",
+        "0",
+        "--parameter-overrides",
+        f"RecordDir={tmp_path}",
+        "--stack-name",
+        "fixture",
+        "--disconnect-delay",
+        "3600",
+    )
+    try:
+
+        async def scenario() -> str:
+            async with connect(process.ws_url) as ws:
+                return await connection_id_of(ws)
+
+        connection_id = run(scenario())
+        with pytest.raises(ClientError) as gone:
+            management_client(process, STAGE).post_to_connection(ConnectionId=connection_id, Data=b"{}")
+        assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
+        assert read_records(tmp_path, "disconnect") == []
+    finally:
+        assert process.stop() == 0, process.output()
+    (disconnect,) = read_records(tmp_path, "disconnect")
+    assert disconnect["requestContext"]["connectionId"] == connection_id
+
+
 def test_a_payload_over_128_kb_answers_413_and_128_kb_is_delivered(relay: RelayLocalProcess) -> None:
     client = management_client(relay, STAGE)
 

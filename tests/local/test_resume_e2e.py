@@ -3,7 +3,9 @@
 relay-local closes every connection after --max-connection-duration with 1001, as API
 Gateway does after two hours; the session survives each forced close, and frames sent
 to the side that is away are held and delivered right after it resumes, in order and
-once each. The grace timer runs through relay-local's SQS event source: an away
+once each. A late $disconnect (relay-local's --disconnect-delay) leaves a post to the
+gone connection meeting a 410 first, and must not throw out the connection that resumed
+meanwhile. The grace timer runs through relay-local's SQS event source: an away
 mac-client's session ends, and a silent browser is told, without sending anything.
 """
 
@@ -75,6 +77,7 @@ class Side:
         self.close_codes: list[int | None] = []
         self.token = ""
         self.frames: list[Any] = []
+        self.received: list[dict[str, Any]] = []
         self._reader: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -86,6 +89,7 @@ class Side:
         try:
             async for text in ws:
                 message = json.loads(text)
+                self.received.append(message)
                 if message.get("type") == "frame":
                     self.frames.append(message["data"])
                 await self.inbox.put(message)
@@ -318,3 +322,149 @@ def test_bad_tokens_count_against_the_guessing_limit_and_close_the_connection(
     errors, close_codes = asyncio.run(scenario())
     assert errors == ["invalid_token"] * 4 + ["too_many_attempts"]
     assert len(close_codes) == 1
+
+
+# ---- what only a real gateway shows: races, a 410 before $disconnect, a late $disconnect ----
+
+
+@pytest.fixture
+def relay() -> Iterator[RelayLocalProcess]:
+    process = _start()
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+async def _paired(relay: RelayLocalProcess) -> tuple[Side, Side, str, str]:
+    """A resumable session with one browser: (mac, browser, code, the browser's peer id)."""
+    mac, browser = Side(relay), Side(relay)
+    await mac.open()
+    await mac.send({"action": "register", "client_id": "mac", "resumable": True})
+    registered = await mac.next("registered")
+    code, mac.token = registered["code"], registered["resume_token"]
+    await browser.open()
+    await browser.send({"action": "auth", "code": code})
+    authenticated = await browser.next("authenticated")
+    browser.token = authenticated["resume_token"]
+    await mac.next("peer_joined")
+    return mac, browser, code, authenticated["peer"]
+
+
+async def _attempt(relay: RelayLocalProcess, token: str) -> dict[str, Any]:
+    """`resume` with this token on a fresh connection: the first answer."""
+    side = Side(relay)
+    await side.open()
+    await side.send({"action": "resume", "token": token})
+    answer = await asyncio.wait_for(side.inbox.get(), EFFECT_TIMEOUT)
+    await side.close()
+    return answer
+
+
+def test_two_resumes_racing_with_one_token_exactly_one_wins(relay: RelayLocalProcess) -> None:
+    """relay-local runs four invocations of each function at once: both resumes are in flight
+    together, each on its own connection, and the token's single use decides."""
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[Any], list[str]]:
+        mac, browser, _, _ = await _paired(relay)
+        await mac.close()
+        await browser.next("peer_away")
+        racers = [Side(relay), Side(relay)]
+        await asyncio.gather(*(racer.open() for racer in racers))
+        await asyncio.gather(*(racer.send({"action": "resume", "token": mac.token}) for racer in racers))
+        answers = list(await asyncio.gather(*(asyncio.wait_for(r.inbox.get(), EFFECT_TIMEOUT) for r in racers)))
+        await browser.next("peer_back")
+        await browser.send({"action": "send", "data": "to the winner"})
+        (winner,) = (r for r, a in zip(racers, answers, strict=True) if a["type"] == "resumed")
+        await winner.next("frame")
+        await winner.send({"action": "end"})
+        await winner.next("ended")
+        await browser.next("session_closed")
+        for side in (*racers, browser):
+            await side.close()
+        return answers, winner.frames, [m["type"] for m in browser.received]
+
+    answers, winner_frames, browser_saw = asyncio.run(scenario())
+    assert sorted(a["type"] for a in answers) == ["error", "resumed"]
+    assert next(a for a in answers if a["type"] == "error")["error"] == "invalid_token"
+    assert winner_frames == ["to the winner"]
+    assert browser_saw.count("peer_back") == 1
+    assert _active_sessions(relay) == 0
+
+
+def test_a_browsers_token_never_resumes_the_mac_client(relay: RelayLocalProcess) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+        mac, browser, _, peer = await _paired(relay)
+        await mac.close()
+        await browser.next("peer_away")
+        # The token names its role; rewritten to the mac-client's, its secret still is a browser's.
+        as_mac = await _attempt(relay, browser.token.replace(f".{peer}.", ".mac."))
+        as_itself = await browser.resume()
+        mac_back = await mac.resume()
+        await mac.send({"action": "end"})
+        await mac.next("ended")
+        await mac.close()
+        await browser.close()
+        return as_mac, as_itself, mac_back, peer
+
+    as_mac, as_itself, mac_back, peer = asyncio.run(scenario())
+    assert (as_mac["type"], as_mac["error"]) == ("error", "invalid_token")
+    assert (as_itself["role"], as_itself["peer"]) == ("browser", peer)
+    assert mac_back["role"] == "mac"
+
+
+DISCONNECT_DELAY_SECONDS = 5.0
+
+
+@pytest.fixture
+def late_disconnect_relay() -> Iterator[RelayLocalProcess]:
+    # DEBUG: relay-local's REPORT line tells when each $disconnect invocation has ended.
+    process = _start(extra=("--disconnect-delay", str(DISCONNECT_DELAY_SECONDS), "--log-level", "DEBUG"))
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+def _disconnects_ended(relay: RelayLocalProcess) -> int:
+    lines = relay.stdout_lines + relay.stderr_lines
+    return sum("-disconnect | REPORT RequestId:" in line for line in lines)
+
+
+async def _until(condition: Any) -> None:
+    deadline = asyncio.get_running_loop().time() + DISCONNECT_DELAY_SECONDS + EFFECT_TIMEOUT
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_a_410_before_the_disconnect_holds_the_frame_and_the_late_disconnect_keeps_the_resumed_mac(
+    late_disconnect_relay: RelayLocalProcess,
+) -> None:
+    relay = late_disconnect_relay
+
+    async def scenario() -> tuple[int, list[Any], list[Any], list[str], int]:
+        mac, browser, _, peer = await _paired(relay)
+        await mac.close()  # without `end`; its $disconnect comes DISCONNECT_DELAY_SECONDS later
+        await browser.send({"action": "send", "data": "meets a 410"})
+        await browser.next("peer_away")  # from the 410: no $disconnect has run yet
+        disconnects_before_resume = _disconnects_ended(relay)
+        resumed = await mac.resume()
+        assert [p["peer"] for p in resumed["peers"]] == [peer]
+        await mac.next("frame")
+        await browser.next("peer_back")
+        # The old connection's $disconnect, after the resume: it must change nothing.
+        await _until(lambda: _disconnects_ended(relay) >= 1)
+        await browser.send({"action": "send", "data": "after the late disconnect"})
+        await mac.next("frame")
+        await mac.send({"action": "send", "data": "still here"})
+        await browser.next("frame")
+        active = _active_sessions(relay)
+        await mac.send({"action": "end"})
+        await mac.next("ended")
+        await mac.close()
+        await browser.close()
+        return disconnects_before_resume, mac.frames, browser.frames, [m["type"] for m in browser.received], active
+
+    disconnects_before_resume, mac_frames, browser_frames, browser_saw, active = asyncio.run(scenario())
+    assert disconnects_before_resume == 0
+    assert mac_frames == ["meets a 410", "after the late disconnect"]
+    assert browser_frames == ["still here"]
+    assert browser_saw.count("peer_away") == 1
+    assert active == 1
