@@ -22,7 +22,7 @@ from relay import protocol
 from tests.clients.page_source import page_protocol, ui_message
 from tests.support.files import ROOT
 from tests.support.processes import RunningProcess, console_script, free_port
-from tests.support.relay_local import RelayLocal, start_relay_local
+from tests.support.relay_local import RelayLocalProcess, start_project_relay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -31,23 +31,25 @@ SCREENSHOT = ROOT / "docs" / "screenshot-paired.png"
 
 
 @pytest.fixture(scope="module")
-def relay_local() -> Iterator[RelayLocal]:
-    relay = start_relay_local()
+def relay_local() -> Iterator[RelayLocalProcess]:
+    relay = start_project_relay()
     yield relay
     relay.stop()
 
 
-def start_mac(relay: RelayLocal, *extra: str) -> RunningProcess:
+def start_mac(relay: RelayLocalProcess, *extra: str) -> RunningProcess:
     mac = RunningProcess([console_script("relay-mac"), "--json", "--url", relay.ws_url, *extra])
     return mac
 
 
-def open_page(page: Page, relay: RelayLocal) -> None:
+def open_page(page: Page, relay: RelayLocalProcess) -> None:
     page.goto(f"{relay.http_url}/?relay={relay.ws_url}")
     expect(page.locator("#status")).to_have_attribute("data-state", "idle")
 
 
-def test_the_page_served_by_relay_local_finds_its_websocket_url(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_the_page_served_by_relay_local_finds_its_websocket_url(
+    relay_local: RelayLocalProcess, browser_page: Page
+) -> None:
     """relay-local runs on free ports here, not the default 3001: the page asks relay-local."""
     assert not relay_local.ws_url.startswith("ws://127.0.0.1:3001")
     page = browser_page
@@ -70,7 +72,9 @@ def wrong_code(code: str) -> str:
     return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
 
 
-def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(
+    relay_local: RelayLocalProcess, browser_page: Page
+) -> None:
     page = browser_page
     with start_mac(relay_local) as mac:
         code = mac.wait_for_event("registered")["code"]
@@ -121,7 +125,9 @@ def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(relay_local: R
     assert json.loads(mac.lines[-1]) == {"event": "stopped", "reason": "terminated"}
 
 
-def test_a_wrong_code_is_reported_and_the_right_one_then_pairs(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_a_wrong_code_is_reported_and_the_right_one_then_pairs(
+    relay_local: RelayLocalProcess, browser_page: Page
+) -> None:
     page = browser_page
     with start_mac(relay_local) as mac:
         code = mac.wait_for_event("registered")["code"]
@@ -140,7 +146,7 @@ def test_a_wrong_code_is_reported_and_the_right_one_then_pairs(relay_local: Rela
 
 
 def test_too_many_wrong_codes_close_the_connection_with_a_clear_message(
-    relay_local: RelayLocal, browser_page: Page
+    relay_local: RelayLocalProcess, browser_page: Page
 ) -> None:
     page = browser_page
     with start_mac(relay_local) as mac:
@@ -168,7 +174,7 @@ def test_too_many_wrong_codes_close_the_connection_with_a_clear_message(
         mac.terminate()
 
 
-def test_mac_sends_to_one_browser_with_at_peer(relay_local: RelayLocal, chromium: Browser) -> None:
+def test_mac_sends_to_one_browser_with_at_peer(relay_local: RelayLocalProcess, chromium: Browser) -> None:
     contexts = [chromium.new_context(), chromium.new_context()]
     try:
         pages = [context.new_page() for context in contexts]
@@ -198,7 +204,7 @@ def test_mac_sends_to_one_browser_with_at_peer(relay_local: RelayLocal, chromium
 @pytest.mark.slow
 def test_relay_crash_loses_the_page_and_gives_the_mac_a_new_session(browser_page: Page) -> None:
     ws_port, http_port = free_port(), free_port()
-    relay = start_relay_local(ws_port, http_port)
+    relay = start_project_relay("--ws-port", str(ws_port), "--http-port", str(http_port))
     try:
         with start_mac(relay, "--backoff-initial", "0.2", "--backoff-max", "1") as mac:
             first = mac.wait_for_event("registered")["code"]
@@ -213,7 +219,7 @@ def test_relay_crash_loses_the_page_and_gives_the_mac_a_new_session(browser_page
             mac.wait_for_event("disconnected")
             mac.wait_for_event("reconnecting")
 
-            relay = start_relay_local(ws_port, http_port)
+            relay = start_project_relay("--ws-port", str(ws_port), "--http-port", str(http_port))
             # The crashed relay's sessions are gone with it: both resumes are refused, so
             # session 2 is a new one, and the page asks for a code again.
             second = mac.wait_for_event("registered", session=2, new_session=True)["code"]
@@ -229,7 +235,9 @@ def test_relay_crash_loses_the_page_and_gives_the_mac_a_new_session(browser_page
         relay.stop()
 
 
-def test_approval_mode_the_mac_admits_then_kicks_the_browser(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_approval_mode_the_mac_admits_then_kicks_the_browser(
+    relay_local: RelayLocalProcess, browser_page: Page
+) -> None:
     page = browser_page
     with start_mac(relay_local, "--approve") as mac:
         code = mac.wait_for_event("registered")["code"]

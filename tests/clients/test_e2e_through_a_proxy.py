@@ -18,19 +18,21 @@ from relay_mac import e2e
 
 from tests.clients.recording_proxy import DOWN, UP, RecordingProxy, Rewrite
 from tests.support.processes import RunningProcess, console_script
-from tests.support.relay_local import RelayLocal, start_relay_local
+from tests.support.relay_local import RelayLocalProcess, start_project_relay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")
-def relay_local() -> Iterator[RelayLocal]:
-    relay = start_relay_local()
+def relay_local() -> Iterator[RelayLocalProcess]:
+    relay = start_project_relay()
     yield relay
     relay.stop()
 
 
-def pair_through(proxy: RecordingProxy, relay: RelayLocal, page: Page, *mac_args: str) -> tuple[RunningProcess, str]:
+def pair_through(
+    proxy: RecordingProxy, relay: RelayLocalProcess, page: Page, *mac_args: str
+) -> tuple[RunningProcess, str]:
     mac = RunningProcess([console_script("relay-mac"), "--json", "--url", proxy.url, *mac_args])
     code = mac.wait_for_event("registered")["code"]
     page.goto(f"{relay.http_url}/?relay={proxy.url}")
@@ -46,7 +48,7 @@ def send_from_page(page: Page, text: str) -> None:
     expect(page.locator("#message")).to_have_value("")
 
 
-def test_typed_text_never_crosses_the_relay_in_clear(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_typed_text_never_crosses_the_relay_in_clear(relay_local: RelayLocalProcess, browser_page: Page) -> None:
     page = browser_page
     with RecordingProxy(relay_local.ws_url) as proxy:
         mac, peer = pair_through(proxy, relay_local, page)
@@ -84,7 +86,9 @@ def flip_first_sealed_bit(from_role: str) -> tuple[Rewrite, list[str]]:
     return rewrite, flipped
 
 
-def test_a_flipped_bit_from_the_page_is_rejected_by_relay_mac(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_a_flipped_bit_from_the_page_is_rejected_by_relay_mac(
+    relay_local: RelayLocalProcess, browser_page: Page
+) -> None:
     page = browser_page
     rewrite, flipped = flip_first_sealed_bit("browser")
     with RecordingProxy(relay_local.ws_url, rewrite) as proxy:
@@ -105,7 +109,9 @@ def test_a_flipped_bit_from_the_page_is_rejected_by_relay_mac(relay_local: Relay
         assert "altered on the way" not in "\n".join(mac.lines)
 
 
-def test_a_flipped_bit_from_relay_mac_is_rejected_by_the_page(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_a_flipped_bit_from_relay_mac_is_rejected_by_the_page(
+    relay_local: RelayLocalProcess, browser_page: Page
+) -> None:
     page = browser_page
     rewrite, flipped = flip_first_sealed_bit("mac")
     with RecordingProxy(relay_local.ws_url, rewrite) as proxy:
@@ -170,7 +176,9 @@ class KeySubstitutingOperator:
         return message
 
 
-def test_a_key_substituting_relay_makes_the_two_strings_differ(relay_local: RelayLocal, browser_page: Page) -> None:
+def test_a_key_substituting_relay_makes_the_two_strings_differ(
+    relay_local: RelayLocalProcess, browser_page: Page
+) -> None:
     page = browser_page
     operator = KeySubstitutingOperator()
     with RecordingProxy(relay_local.ws_url, operator) as proxy:
@@ -193,7 +201,9 @@ def test_a_key_substituting_relay_makes_the_two_strings_differ(relay_local: Rela
         assert e2e.spaced_sas(operator.mac_side.sas) == mac_sas
 
 
-def test_two_browsers_have_separate_key_agreements_and_strings(relay_local: RelayLocal, chromium: Browser) -> None:
+def test_two_browsers_have_separate_key_agreements_and_strings(
+    relay_local: RelayLocalProcess, chromium: Browser
+) -> None:
     contexts = [chromium.new_context(), chromium.new_context()]
     try:
         pages = [context.new_page() for context in contexts]

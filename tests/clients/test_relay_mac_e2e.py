@@ -17,14 +17,14 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.processes import RunningProcess, console_script
-from tests.support.relay_local import RelayLocal, start_relay_local
+from tests.support.relay_local import RelayLocalProcess, start_project_relay
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def relay_local() -> Iterator[RelayLocal]:
-    relay = start_relay_local()
+def relay_local() -> Iterator[RelayLocalProcess]:
+    relay = start_project_relay()
     yield relay
     relay.stop()
 
@@ -38,14 +38,14 @@ def receive(browser: ClientConnection, kind: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def joined(relay: RelayLocal, code: str) -> Iterator[tuple[ClientConnection, str]]:
+def joined(relay: RelayLocalProcess, code: str) -> Iterator[tuple[ClientConnection, str]]:
     """A browser in the session, with the code typed the way a person might."""
     with connect(relay.ws_url, open_timeout=30) as browser:
         browser.send(json.dumps({"action": "auth", "code": f" {code[:3].lower()}-{code[3:].lower()} "}))
         yield browser, str(receive(browser, "authenticated")["peer"])
 
 
-def wait_for_sessions(relay: RelayLocal, expected: int) -> None:
+def wait_for_sessions(relay: RelayLocalProcess, expected: int) -> None:
     # $disconnect runs after the socket closes; poll the debug function for its effect.
     for _ in range(150):
         if relay.active_sessions() == expected:
@@ -54,7 +54,7 @@ def wait_for_sessions(relay: RelayLocal, expected: int) -> None:
     assert relay.active_sessions() == expected
 
 
-def test_frames_both_ways_peers_and_the_relays_own_errors(relay_local: RelayLocal) -> None:
+def test_frames_both_ways_peers_and_the_relays_own_errors(relay_local: RelayLocalProcess) -> None:
     with RunningProcess([console_script("relay-mac"), "--json", "--url", relay_local.ws_url]) as mac:
         code = mac.wait_for_event("registered")["code"]
         wait_for_sessions(relay_local, 1)
@@ -94,7 +94,7 @@ def test_frames_both_ways_peers_and_the_relays_own_errors(relay_local: RelayLoca
     wait_for_sessions(relay_local, 0)
 
 
-def test_keepalive_pings_are_answered_by_the_relay_without_noise(relay_local: RelayLocal) -> None:
+def test_keepalive_pings_are_answered_by_the_relay_without_noise(relay_local: RelayLocalProcess) -> None:
     args = [console_script("relay-mac"), "--json", "--url", relay_local.ws_url, "--keepalive", "0.1"]
     with RunningProcess(args) as mac:
         code = mac.wait_for_event("registered")["code"]
@@ -119,7 +119,7 @@ def test_keepalive_pings_are_answered_by_the_relay_without_noise(relay_local: Re
     assert mac.stderr_lines == []
 
 
-def test_the_browser_page_is_served_by_relay_local(relay_local: RelayLocal) -> None:
+def test_the_browser_page_is_served_by_relay_local(relay_local: RelayLocalProcess) -> None:
     with urllib.request.urlopen(f"{relay_local.http_url}/", timeout=30) as response:
         body = response.read().decode()
         assert response.status == 200

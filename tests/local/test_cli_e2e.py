@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.local.relay_process import (
+from tests.support.relay_local import (
     EFFECT_TIMEOUT,
     FIXTURES,
     RelayLocalProcess,

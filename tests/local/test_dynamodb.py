@@ -20,7 +20,7 @@ from relay_local.dynamodb import EMBEDDED_CREDENTIALS, EmbeddedDynamoDb, create_
 from relay_local.template import Table
 from websockets.asyncio.client import connect
 
-from tests.local.relay_process import EFFECT_TIMEOUT, FIXTURES, free_port, start_relay_local
+from tests.support.relay_local import EFFECT_TIMEOUT, FIXTURES, free_port, start_relay_local
 
 # moto's backends are per process, and this one is pytest's: every test uses its own
 # table name, and the fixture resets moto afterwards.

@@ -13,10 +13,10 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.local.relay_process import (
+from tests.support.files import ROOT
+from tests.support.relay_local import (
     EFFECT_TIMEOUT,
     FIXTURES,
-    REPO_ROOT,
     RelayLocalProcess,
     read_records,
     start_relay_local,
@@ -65,7 +65,7 @@ def control(relay: RelayLocalProcess, *arguments: str) -> Any:
         [sys.executable, "-m", "relay_local", *arguments, "--url", relay.http_url],
         capture_output=True,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         timeout=EFFECT_TIMEOUT,
         check=True,
     )

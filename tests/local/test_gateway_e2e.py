@@ -12,7 +12,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.local.relay_process import (
+from tests.support.relay_local import (
     EFFECT_TIMEOUT,
     FIXTURES,
     RelayLocalProcess,
@@ -440,11 +440,12 @@ def test_unknown_and_closed_connections_answer_410_gone(relay: RelayLocalProcess
 
     closed_id = run(scenario())
     for connection_id in ("AAAAAAAAAAAAAAA=", closed_id):
-        for call in (
+        calls: list[Callable[[str], Any]] = [
             lambda cid: client.post_to_connection(ConnectionId=cid, Data=b"{}"),
             lambda cid: client.get_connection(ConnectionId=cid),
             lambda cid: client.delete_connection(ConnectionId=cid),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(ClientError) as gone:
                 call(connection_id)
             assert gone.value.response["Error"]["Code"] == "GoneException"

@@ -20,7 +20,8 @@ from relay import protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.local.relay_process import EFFECT_TIMEOUT, REPO_ROOT, RelayLocalProcess, start_relay_local
+from tests.support.files import ROOT
+from tests.support.relay_local import EFFECT_TIMEOUT, RelayLocalProcess, start_relay_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,7 +33,7 @@ FAILURES_PER_ADDRESS = 12
 def _start(failures_per_address: int) -> RelayLocalProcess:
     return start_relay_local(
         "--template",
-        str(REPO_ROOT / "template.yaml"),
+        str(ROOT / "template.yaml"),
         "--ws-port",
         "0",
         "--http-port",

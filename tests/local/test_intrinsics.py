@@ -10,7 +10,7 @@ from relay_local.cfn_yaml import TemplateError, load_template_document
 from relay_local.intrinsics import Resolver, local_api_id
 from relay_local.template import load_template
 
-from tests.local.relay_process import FIXTURES
+from tests.support.relay_local import FIXTURES
 
 RESOURCES = """\
 Parameters:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.local.relay_process import FIXTURES, REPO_ROOT
+from tests.support.files import ROOT
+from tests.support.relay_local import FIXTURES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-EVENTS = sorted((REPO_ROOT / "events").glob("*.json"))
+EVENTS = sorted((ROOT / "events").glob("*.json"))
 
 
 def invoke(*arguments: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -21,7 +22,7 @@ def invoke(*arguments: str, stdin: str | None = None) -> subprocess.CompletedPro
         [sys.executable, "-m", "relay_local", "invoke", *arguments],
         capture_output=True,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         input=stdin,
         timeout=180,
         check=False,

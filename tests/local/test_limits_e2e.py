@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.local.relay_process import (
+from tests.support.relay_local import (
     EFFECT_TIMEOUT,
     FIXTURES,
     RelayLocalProcess,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from relay_local.cli import parse_options
 
-from tests.local.relay_process import REPO_ROOT
+from tests.support.files import ROOT
 
 
 def _template(folder: Path) -> Path:
@@ -37,5 +37,5 @@ def test_the_option_wins_over_the_project_setting(tmp_path: Path) -> None:
 
 
 def test_this_project_serves_its_browser_page() -> None:
-    options, _ = parse_options(["--template", str(REPO_ROOT / "template.yaml")])
-    assert options.static_dir == (REPO_ROOT / "clients" / "browser").resolve()
+    options, _ = parse_options(["--template", str(ROOT / "template.yaml")])
+    assert options.static_dir == (ROOT / "clients" / "browser").resolve()

@@ -18,7 +18,8 @@ from relay import protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.local.relay_process import EFFECT_TIMEOUT, REPO_ROOT, RelayLocalProcess, start_relay_local
+from tests.support.files import ROOT
+from tests.support.relay_local import EFFECT_TIMEOUT, RelayLocalProcess, start_relay_local
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +30,7 @@ OVERRIDES = ("--parameter-overrides", "AuthFailuresPerIp=10000")
 
 def _start(*extra: str) -> RelayLocalProcess:
     return start_relay_local(
-        "--template", str(REPO_ROOT / "template.yaml"), "--ws-port", "0", "--http-port", "0", *OVERRIDES, *extra
+        "--template", str(ROOT / "template.yaml"), "--ws-port", "0", "--http-port", "0", *OVERRIDES, *extra
     )
 
 

@@ -21,7 +21,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.local.relay_process import EFFECT_TIMEOUT, REPO_ROOT, RelayLocalProcess, start_relay_local
+from tests.support.files import ROOT
+from tests.support.relay_local import EFFECT_TIMEOUT, RelayLocalProcess, start_relay_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,7 +39,7 @@ GRACE_LATENESS_SECONDS = 15.0
 def _start(*overrides: str, extra: tuple[str, ...] = ()) -> RelayLocalProcess:
     return start_relay_local(
         "--template",
-        str(REPO_ROOT / "template.yaml"),
+        str(ROOT / "template.yaml"),
         "--ws-port",
         "0",
         "--http-port",

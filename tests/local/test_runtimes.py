@@ -11,7 +11,7 @@ import pytest
 from relay_local.runtimes import Interpreter, InterpreterChooser
 from websockets.asyncio.client import connect
 
-from tests.local.relay_process import EFFECT_TIMEOUT, FIXTURES, start_relay_local
+from tests.support.relay_local import EFFECT_TIMEOUT, FIXTURES, start_relay_local
 
 
 def chooser_with(*versions: tuple[int, int]) -> InterpreterChooser:

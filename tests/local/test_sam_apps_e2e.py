@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.local.relay_process import EFFECT_TIMEOUT, FIXTURES, RelayLocalProcess, start_relay_local
+from tests.support.relay_local import EFFECT_TIMEOUT, FIXTURES, RelayLocalProcess, start_relay_local
 
 pytestmark = pytest.mark.e2e
 

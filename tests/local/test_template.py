@@ -15,7 +15,8 @@ from relay_local.template import (
     merge_globals,
 )
 
-from tests.local.relay_process import FIXTURES, REPO_ROOT
+from tests.support.files import ROOT
+from tests.support.relay_local import FIXTURES
 
 TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
@@ -235,7 +236,7 @@ def test_a_route_must_name_a_function_of_the_template(tmp_path: Path) -> None:
 
 
 def test_the_projects_template_is_understood() -> None:
-    template = load_template(REPO_ROOT / "template.yaml")
+    template = load_template(ROOT / "template.yaml")
     api = template.websocket_api
     assert api is not None
     assert api.route_selection_expression == "$request.body.action"
