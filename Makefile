@@ -31,10 +31,10 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 # The fast tier: every test that starts no other process (relay-local, relay-mac, sam,
-# checkov, a fresh interpreter) and no browser. The invariant machines run fewer random
-# examples here than in `make test` (25 and 12).
+# checkov, a fresh interpreter) and no browser, spread over every core (pytest-xdist).
+# The invariant machines run fewer random examples here than in `make test` (25 and 12).
 test-fast: $(STAMP)
-	RELAY_INVARIANT_EXAMPLES=8 RELAY_INVARIANT_REUSED_CODE_EXAMPLES=4 $(BIN)/pytest -m 'not process and not browser'
+	RELAY_INVARIANT_EXAMPLES=5 RELAY_INVARIANT_REUSED_CODE_EXAMPLES=3 $(BIN)/pytest -n auto --dist worksteal -m 'not process and not browser'
 
 clean:
 	rm -rf $(VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache

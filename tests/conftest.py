@@ -41,9 +41,10 @@ def dynamodb(aws_environment: None) -> Iterator[Any]:
     from moto import mock_aws  # noqa: PLC0415
 
     with mock_aws():
-        client = boto3_session().client("dynamodb")
+        session = boto3_session()
+        client = session.client("dynamodb")
         create_sessions_table(client)
-        os.environ["GRACE_QUEUE_URL"] = create_grace_queue(boto3_session().client("sqs"))
+        os.environ["GRACE_QUEUE_URL"] = create_grace_queue(session.client("sqs"))
         try:
             yield client
         finally:

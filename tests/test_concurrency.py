@@ -26,21 +26,28 @@ SMALL_ALPHABET = protocol.CODE_ALPHABET[:2]  # 2**6 = 64 possible codes
 THREADS = 16
 
 
-@pytest.fixture
-def moto_server(aws_environment: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
     # relay-local's embedded DynamoDB: moto's server mode with each request atomic, as
-    # DynamoDB's are (moto alone lets concurrent transactions interleave).
+    # DynamoDB's are (moto alone lets concurrent transactions interleave). One server for
+    # the module: stopping one waits out its poll interval.
     server = EmbeddedDynamoDb()
     endpoint = server.start()
-    # moto keeps its state in process-wide backends: start from an empty account.
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", endpoint)
     try:
-        create_sessions_table(boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint))
         yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture
+def moto_server(moto_endpoint: str, aws_environment: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    endpoint = moto_endpoint
+    # moto keeps its state in process-wide backends: each test starts from an empty account.
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", endpoint)
+    create_sessions_table(boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint))
+    return endpoint
 
 
 @pytest.fixture

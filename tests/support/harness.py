@@ -54,6 +54,8 @@ def load_handler(template: dict[str, Any], function_id: str) -> Any:
     return getattr(module, handler_name)
 
 
+_REQUEST_IDS = itertools.count(1)
+
 @dataclass
 class LambdaContext:
     function_name: str
@@ -79,7 +81,9 @@ class Gateway:
     grace_timers: list[dict[str, Any]] = field(default_factory=list)
     current_function: str | None = None  # the function being invoked, for per-function accounting
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # API Gateway's request ids are unique, and the relay's ClientRequestTokens derive
+    # from them: unique across the run, since a DynamoDB (moto server) may outlive a test.
+    _request_ids: itertools.count[int] = field(default_factory=lambda: _REQUEST_IDS)
 
     def __post_init__(self) -> None:
         api = next(
