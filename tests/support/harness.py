@@ -56,6 +56,7 @@ def load_handler(template: dict[str, Any], function_id: str) -> Any:
 
 _REQUEST_IDS = itertools.count(1)
 
+
 @dataclass
 class LambdaContext:
     function_name: str

@@ -121,6 +121,11 @@ class MemoryStore:
         self._held: dict[tuple[str, str, int], _Held] = {}
         self._count = 0
 
+    def for_request(self, request_token: str | None) -> MemoryStore:
+        """The same store: nothing is lost between it and its caller, so there is no
+        retry to make idempotent."""
+        return self
+
     # ---- helpers ------------------------------------------------------------------
 
     def _now(self) -> int:
@@ -211,7 +216,7 @@ class MemoryStore:
             (window.failures if window else 0) + delta, window.expires_at if window else expires
         )
 
-    def claim_attempt(self, connection_id: str, address: str, request_token: str | None = None) -> AttemptClaim:
+    def claim_attempt(self, connection_id: str, address: str) -> AttemptClaim:
         with self._lock:
             start = self._window_start()
             record = self._connections.get(connection_id) or _ConnectionRecord()
@@ -251,7 +256,6 @@ class MemoryStore:
         token_hash: Callable[[str], str] | None = None,
         *,
         address: str | None = None,
-        request_token: str | None = None,
     ) -> str:
         with self._lock:
             resumable = token_hash is not None
@@ -300,9 +304,7 @@ class MemoryStore:
             self._sessions[code] = replace(record, locked=locked)
             return True
 
-    def remove_session(
-        self, code: str, mac_connection_id: str, request_token: str | None = None
-    ) -> EndedSession | None:
+    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
         with self._lock:
             session = self._session(code, include_expired=True)
             if session is None or session.mac_connection_id != mac_connection_id:
@@ -327,7 +329,6 @@ class MemoryStore:
         token_hash: str | None = None,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> None:
         with self._lock:
             connection = self._connections.get(connection_id) or _ConnectionRecord()
@@ -385,7 +386,7 @@ class MemoryStore:
         with self._lock:
             return self._browsers(code, mac_connection_id, include_expired)
 
-    def admit_browser(self, code: str, browser: Browser, request_token: str | None = None) -> bool:
+    def admit_browser(self, code: str, browser: Browser) -> bool:
         with self._lock:
             peer = self._peers.get((code, browser.peer))
             connection = self._connections.get(browser.connection_id)
@@ -397,9 +398,7 @@ class MemoryStore:
             self._connections[browser.connection_id] = replace(connection, admitted=True)
             return True
 
-    def remove_browser(
-        self, browser: BrowserConnection, ban_address: str | None = None, request_token: str | None = None
-    ) -> bool:
+    def remove_browser(self, browser: BrowserConnection, ban_address: str | None = None) -> bool:
         with self._lock:
             if ban_address is not None:
                 before = self._bans.get((browser.code, ban_address), (frozenset[str](), 0))[0]
@@ -420,9 +419,7 @@ class MemoryStore:
 
     # ---- resumable sessions ----------------------------------------------------------
 
-    def mark_mac_away(
-        self, code: str, mac_connection_id: str, request_token: str | None = None
-    ) -> list[Browser] | None:
+    def mark_mac_away(self, code: str, mac_connection_id: str) -> list[Browser] | None:
         with self._lock:
             session = self._sessions.get(code)
             if (
@@ -442,7 +439,7 @@ class MemoryStore:
                     self._connections[browser.connection_id] = replace(record, mac_away=True)
             return present
 
-    def mark_browser_away(self, browser: BrowserConnection, request_token: str | None = None) -> bool:
+    def mark_browser_away(self, browser: BrowserConnection) -> bool:
         with self._lock:
             peer = self._peers.get((browser.code, browser.peer))
             if peer is None or peer.connection_id != browser.connection_id or peer.away is not None:
@@ -465,7 +462,6 @@ class MemoryStore:
         connection_id: str,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> ResumedMac:
         with self._lock:
             session = self._session(code)
@@ -507,7 +503,6 @@ class MemoryStore:
         connection_id: str,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> ResumedBrowser:
         with self._lock:
             session = self._session(code)
@@ -545,7 +540,7 @@ class MemoryStore:
             )
             return ResumedBrowser(connection, old, place.away is not None)
 
-    def hold_message(self, code: str, holder: str, message: protocol.Message, request_token: str | None = None) -> None:
+    def hold_message(self, code: str, holder: str, message: protocol.Message) -> None:
         with self._lock:
             if holder == protocol.MAC_PEER:
                 session = self._sessions.get(code)

@@ -56,20 +56,18 @@ class Relay:
         store: SessionStore,
         connections: Connections,
         settings: Settings,
-        request_token: str | None = None,
         grace_timer: GraceTimer | None = None,
     ) -> None:
         self.store = store
         self.connections = connections
         self.settings = settings
-        # The API Gateway request id being answered: the store makes each of its
-        # writes idempotent with it (a write retried after a lost response lands once).
-        self.request_token = request_token
         self.grace_timer: GraceTimer = grace_timer or _NoGraceTimer()
 
     def for_request(self, request_token: str | None) -> Relay:
-        """This relay, answering one request (cheap: the store and clients are shared)."""
-        return Relay(self.store, self.connections, self.settings, request_token, self.grace_timer)
+        """This relay, answering one request: its store makes each write idempotent with the
+        API Gateway request id, so a write retried after a lost response lands once
+        (cheap: the store's client and the connections are shared)."""
+        return Relay(self.store.for_request(request_token), self.connections, self.settings, self.grace_timer)
 
     def reply(self, connection_id: str, message: protocol.Message) -> Delivery:
         return self.connections.post(connection_id, message)
@@ -99,7 +97,6 @@ class Relay:
                 request.approve,
                 mac_token_hash if request.resumable else None,
                 address=limit_key(source_ip) if source_ip is not None else None,
-                request_token=self.request_token,
             )
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
@@ -164,7 +161,6 @@ class Relay:
                 admitted=admitted,
                 token_hash=issued.token_hash if issued else None,
                 claim=claim,
-                request_token=self.request_token,
             )
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
@@ -192,7 +188,7 @@ class Relay:
         try:
             told_mac = Delivery.GONE if session.mac_away else self.connections.post(session.mac_connection_id, to_mac)
         except Exception:
-            self.store.remove_browser(browser, request_token=self.request_token)
+            self.store.remove_browser(browser)
             raise
         if told_mac is Delivery.GONE and session.resumable:
             if not session.mac_away:
@@ -222,7 +218,7 @@ class Relay:
     def _claim(self, connection_id: str, source_ip: str) -> AttemptClaim | None:
         """Claim one attempt; None after answering the refusal."""
         try:
-            return self.store.claim_attempt(connection_id, limit_key(source_ip), self.request_token)
+            return self.store.claim_attempt(connection_id, limit_key(source_ip))
         except TooManyAttempts:
             logger.warning("attempt refused: the connection's limit is used up; closing")
             self.reply_error(connection_id, ErrorCode.TOO_MANY_ATTEMPTS)
@@ -354,9 +350,7 @@ class Relay:
             return
         mac, browser = found
         # The kicked browser's address may not join this session again.
-        removed = self.store.remove_browser(
-            browser.connection_in(mac), ban_address=browser.address, request_token=self.request_token
-        )
+        removed = self.store.remove_browser(browser.connection_in(mac), ban_address=browser.address)
         if removed:
             logger.info("browser kicked", extra={"peer": browser.peer})
             self.connections.post(browser.connection_id, protocol.kicked())
@@ -367,7 +361,7 @@ class Relay:
         if found is None:
             return
         mac, browser = found
-        if not browser.admitted and not self.store.admit_browser(mac.code, browser, self.request_token):
+        if not browser.admitted and not self.store.admit_browser(mac.code, browser):
             self.reply_error(connection_id, ErrorCode.UNKNOWN_PEER)  # it left meanwhile
             return
         logger.info("browser admitted", extra={"peer": browser.peer})
@@ -422,7 +416,7 @@ class Relay:
 
     def end_session(self, code: str, mac_connection_id: str, spare: str | None = None) -> bool:
         """End the session and tell its browsers, except `spare` (which gets its own answer)."""
-        ended = self.store.remove_session(code, mac_connection_id, self.request_token)
+        ended = self.store.remove_session(code, mac_connection_id)
         if ended is None:
             return False
         logger.info("session ended", extra={"code": protocol.redact_code(code)})
@@ -446,7 +440,7 @@ class Relay:
         self.connections.close(expired.mac_connection_id)
 
     def remove_browser(self, browser: BrowserConnection) -> None:
-        if not self.store.remove_browser(browser, request_token=self.request_token):
+        if not self.store.remove_browser(browser):
             return
         if browser.mac_away:
             return  # it learns who is left from `resumed`
@@ -466,7 +460,7 @@ class Relay:
         # mark failed, or it resumed), it finds nothing to do; the other order could leave
         # an away session with no timer.
         self.grace_timer.start(Absence(code, protocol.MAC_PEER, mac_connection_id))
-        browsers = self.store.mark_mac_away(code, mac_connection_id, self.request_token)
+        browsers = self.store.mark_mac_away(code, mac_connection_id)
         if browsers is None:
             return
         logger.info("mac-client away", extra={"code": protocol.redact_code(code)})
@@ -474,7 +468,7 @@ class Relay:
 
     def browser_went_away(self, browser: BrowserConnection) -> None:
         self.grace_timer.start(Absence(browser.code, browser.peer, browser.connection_id))
-        if not self.store.mark_browser_away(browser, self.request_token):
+        if not self.store.mark_browser_away(browser):
             return
         logger.info("browser away", extra={"peer": browser.peer})
         if not browser.mac_away:
@@ -489,7 +483,7 @@ class Relay:
         """Keep a message for an away holder; if it is back, deliver it where it is now."""
         for _ in range(2):
             try:
-                self.store.hold_message(code, holder, message, self.request_token)
+                self.store.hold_message(code, holder, message)
                 count(Metric.FRAMES_HELD)
                 return
             except HoldRefused:
@@ -540,7 +534,6 @@ class Relay:
                     issued.token_hash,
                     connection_id,
                     claim=claim,
-                    request_token=self.request_token,
                 )
             else:
                 browser = self.store.resume_browser(
@@ -550,7 +543,6 @@ class Relay:
                     issued.token_hash,
                     connection_id,
                     claim=claim,
-                    request_token=self.request_token,
                 )
         except InvalidToken:
             self.attempt_failed(connection_id, source_ip, error=ErrorCode.INVALID_TOKEN)
@@ -643,7 +635,7 @@ class Relay:
         if not isinstance(connection, BrowserConnection):
             self.reply_error(connection_id, ErrorCode.NOT_BOUND)
             return
-        if self.store.remove_browser(connection, request_token=self.request_token):
+        if self.store.remove_browser(connection):
             logger.info("browser left", extra={"peer": connection.peer})
             self.reply(connection_id, protocol.left())
             if connection.mac_away:

@@ -36,10 +36,14 @@ class SessionStore(Protocol):
     InvalidCode, SessionFull, CodeSpaceExhausted, TooManyAttempts, RateLimited);
     StoreUnavailable means the store itself failed.
 
-    `address` is always a limit key (relay.addresses.limit_key). `request_token` is the
-    API Gateway request id of the invocation making the write: a write botocore retries
-    after a lost response is then applied once and reported as done.
+    `address` is always a limit key (relay.addresses.limit_key).
     """
+
+    def for_request(self, request_token: str | None) -> SessionStore:
+        """This store, writing for one invocation: `request_token` is its API Gateway
+        request id, and a write botocore retries after a lost response is then applied
+        once and reported as done."""
+        ...
 
     # ---- connections ---------------------------------------------------------------
     def get_connection(self, connection_id: str) -> Connection | None:
@@ -51,7 +55,7 @@ class SessionStore(Protocol):
         ...
 
     # ---- limits --------------------------------------------------------------------
-    def claim_attempt(self, connection_id: str, address: str, request_token: str | None = None) -> AttemptClaim:
+    def claim_attempt(self, connection_id: str, address: str) -> AttemptClaim:
         """Claim one attempt to present a secret against the connection's limit and the
         address's (this window), atomically, before anything is looked up. Raises
         TooManyAttempts (the connection's limit, checked first) or RateLimited."""
@@ -71,7 +75,6 @@ class SessionStore(Protocol):
         token_hash: Callable[[str], str] | None = None,
         *,
         address: str | None = None,
-        request_token: str | None = None,
     ) -> str:
         """A new session with a fresh code, this connection its mac-client; the code.
         With `token_hash` (the mac-client's token hash for a drawn code) it is resumable.
@@ -88,9 +91,7 @@ class SessionStore(Protocol):
         """The live session with this code (or, with include_expired, one past its TTL)."""
         ...
 
-    def remove_session(
-        self, code: str, mac_connection_id: str, request_token: str | None = None
-    ) -> EndedSession | None:
+    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
         """End the mac-client's session and unbind its browsers at once; None if it had ended."""
         ...
 
@@ -104,7 +105,6 @@ class SessionStore(Protocol):
         token_hash: str | None = None,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> None:
         """Bind the connection to that very session as browser `peer` (with `token_hash`,
         its resume token's hash, in a resumable session), giving the claim's address
@@ -120,26 +120,22 @@ class SessionStore(Protocol):
         """The browsers of the session this mac-client owns."""
         ...
 
-    def admit_browser(self, code: str, browser: Browser, request_token: str | None = None) -> bool:
+    def admit_browser(self, code: str, browser: Browser) -> bool:
         """Let a pending browser's frames flow; False if it is no longer waiting."""
         ...
 
-    def remove_browser(
-        self, browser: BrowserConnection, ban_address: str | None = None, request_token: str | None = None
-    ) -> bool:
+    def remove_browser(self, browser: BrowserConnection, ban_address: str | None = None) -> bool:
         """Unbind the browser and forget its connection; False if it was already gone.
         With `ban_address`, that address can no longer join this session (a kick)."""
         ...
 
     # ---- resumable sessions --------------------------------------------------------
-    def mark_mac_away(
-        self, code: str, mac_connection_id: str, request_token: str | None = None
-    ) -> list[Browser] | None:
+    def mark_mac_away(self, code: str, mac_connection_id: str) -> list[Browser] | None:
         """The mac-client dropped: away, its connection forgotten. The present browsers to
         tell; None if not resumable, not this mac-client's session, or already away."""
         ...
 
-    def mark_browser_away(self, browser: BrowserConnection, request_token: str | None = None) -> bool:
+    def mark_browser_away(self, browser: BrowserConnection) -> bool:
         """The browser dropped: its place is away, its connection forgotten; False if it
         was not there (any more) or already away."""
         ...
@@ -152,7 +148,6 @@ class SessionStore(Protocol):
         connection_id: str,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> ResumedMac:
         """Move the session to this connection and replace the token, giving the claim's
         address share back. Raises InvalidToken or AlreadyBound."""
@@ -167,13 +162,12 @@ class SessionStore(Protocol):
         connection_id: str,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> ResumedBrowser:
         """Move browser `peer`'s place to this connection and replace the token, giving
         the claim's address share back. Raises InvalidToken or AlreadyBound."""
         ...
 
-    def hold_message(self, code: str, holder: str, message: protocol.Message, request_token: str | None = None) -> None:
+    def hold_message(self, code: str, holder: str, message: protocol.Message) -> None:
         """Keep a message for an away holder. Raises NotAway or HoldRefused."""
         ...
 

@@ -25,9 +25,10 @@ One table, nine kinds of item (pk / sk), each kept by one section of this packag
                                   (`registrations`)                            (sessions)
 
 <address> is a limit key (relay.addresses): an IPv4 address, or an IPv6 /64. Every
-transaction a handler makes carries a ClientRequestToken derived from API Gateway's
-request id and the step (relay.store.table.client_request_token), so a retry after a
-lost response is applied once.
+transaction a handler makes (on the store for its request, `for_request`) carries a
+ClientRequestToken derived from API Gateway's request id and the step
+(relay.store.table.client_request_token), so a retry after a lost response is applied
+once.
 
 Every item carries `expires_at`, the table's TTL attribute. Every change that touches
 more than one item is a transaction (relay.store.table.Table.transact), so a failure
@@ -41,6 +42,7 @@ tests/test_store_contract.py.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -66,6 +68,13 @@ class DynamoDbStore(SessionRecords, ExpiryRecords, LimitRecords, ResumeRecords):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(Table(client, settings, clock))
+
+    def for_request(self, request_token: str | None) -> DynamoDbStore:
+        """This store, writing for one request: each transaction's ClientRequestToken
+        derives from the request id and its step (cheap: the client is shared)."""
+        bound = copy.copy(self)
+        bound.table = self.table.for_request(request_token)
+        return bound
 
 
 __all__ = ["DynamoDbStore"]

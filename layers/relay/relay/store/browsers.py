@@ -61,7 +61,6 @@ class BrowserRecords(ConnectionRecords):
         token_hash: str | None = None,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> None:
         """Bind this connection to the session as a browser with the given peer id.
 
@@ -135,7 +134,7 @@ class BrowserRecords(ConnectionRecords):
             }
             items += [not_banned, self._give_back(claim)]
         try:
-            table.transact(items, request_token, f"join:{peer}")
+            table.transact(items, f"join:{peer}")
         except Cancelled as cancelled:
             if cancelled.failed(2):
                 if self._is_bound_as(connection_id, session.code, peer):
@@ -183,7 +182,7 @@ class BrowserRecords(ConnectionRecords):
             if (include_expired or self.table.live(item)) and _belongs_to(item, mac_connection_id):
                 yield _browser_from(item)
 
-    def admit_browser(self, code: str, browser: Browser, request_token: str | None = None) -> bool:
+    def admit_browser(self, code: str, browser: Browser) -> bool:
         """Let a pending browser's frames flow; False if it is no longer waiting."""
         table = self.table
         try:
@@ -202,7 +201,6 @@ class BrowserRecords(ConnectionRecords):
                         condition="code = :code AND peer = :peer",
                     ),
                 ],
-                request_token,
                 f"admit:{browser.peer}",
             )
         except Cancelled:
@@ -212,9 +210,7 @@ class BrowserRecords(ConnectionRecords):
             return False
         return True
 
-    def remove_browser(
-        self, browser: BrowserConnection, ban_address: str | None = None, request_token: str | None = None
-    ) -> bool:
+    def remove_browser(self, browser: BrowserConnection, ban_address: str | None = None) -> bool:
         """Unbind a browser and forget its connection; False if it was already gone.
 
         With `ban_address`, the same transaction bans that address from this session
@@ -251,7 +247,7 @@ class BrowserRecords(ConnectionRecords):
         )
         step = f"leave:{browser.peer}"
         try:
-            table.transact([delete_peer, delete_connection, release_seat, *ban], request_token, step)
+            table.transact([delete_peer, delete_connection, release_seat, *ban], step)
             return True
         except Cancelled as cancelled:
             if cancelled.failed(0):
@@ -261,7 +257,7 @@ class BrowserRecords(ConnectionRecords):
                 return False
         # The session has ended already: its seat count no longer matters.
         try:
-            table.transact([delete_peer, delete_connection, *ban], request_token, step + ":ended")
+            table.transact([delete_peer, delete_connection, *ban], step + ":ended")
             return True
         except Cancelled:
             self.forget_connection(browser.connection_id)

@@ -28,7 +28,7 @@ from relay.store.table import (
 
 
 class LimitRecords(Section):
-    def claim_attempt(self, connection_id: str, address: str, request_token: str | None = None) -> AttemptClaim:
+    def claim_attempt(self, connection_id: str, address: str) -> AttemptClaim:
         """Claim one attempt for the connection and the address, or raise TooManyAttempts
         (the connection's limit; checked first) or RateLimited (the address's)."""
         table = self.table
@@ -51,7 +51,7 @@ class LimitRecords(Section):
             condition="attribute_not_exists(failures) OR failures < :max",
         )
         try:
-            table.transact([on_connection, on_address], request_token, "claim")
+            table.transact([on_connection, on_address], "claim")
         except Cancelled as cancelled:
             if cancelled.failed(0):
                 raise TooManyAttempts from None

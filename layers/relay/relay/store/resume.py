@@ -55,9 +55,7 @@ _ROLE = {"#role": "role"}
 class ResumeRecords(BrowserRecords):
     # ---- going away -------------------------------------------------------------
 
-    def mark_mac_away(
-        self, code: str, mac_connection_id: str, request_token: str | None = None
-    ) -> list[Browser] | None:
+    def mark_mac_away(self, code: str, mac_connection_id: str) -> list[Browser] | None:
         """The mac-client's connection dropped: mark it away on the session and on its
         present browsers' records, forget the dropped connection. The browsers to tell;
         None if the session is not resumable, not this mac-client's, or already away."""
@@ -93,13 +91,13 @@ class ResumeRecords(BrowserRecords):
                 for b in present
             ]
             try:
-                table.transact(items, request_token, f"away:mac:{mac_connection_id}:{attempt}")
+                table.transact(items, f"away:mac:{mac_connection_id}:{attempt}")
             except Cancelled:
                 continue  # a browser joined, left or went away meanwhile: look again
             return present
         raise StoreError(f"could not mark the mac-client of {code[:2]}**** away")
 
-    def mark_browser_away(self, browser: BrowserConnection, request_token: str | None = None) -> bool:
+    def mark_browser_away(self, browser: BrowserConnection) -> bool:
         """The browser's connection dropped: mark its place away and forget the connection.
         False if it was no longer there (removed, resumed elsewhere, already away)."""
         table = self.table
@@ -114,7 +112,6 @@ class ResumeRecords(BrowserRecords):
                     ),
                     table.delete(connection_key(browser.connection_id)),
                 ],
-                request_token,
                 f"away:{browser.peer}:{browser.connection_id}",
             )
         except Cancelled:
@@ -131,7 +128,6 @@ class ResumeRecords(BrowserRecords):
         connection_id: str,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> ResumedMac:
         """Move the session to this connection if `token_hash` is the mac-client's current
         token: the session, every browser's place and present browser's record now point
@@ -203,7 +199,7 @@ class ResumeRecords(BrowserRecords):
             if claim is not None:
                 items.append(self._give_back(claim))
             try:
-                table.transact(items, request_token, f"resume:mac:{connection_id}:{attempt}")
+                table.transact(items, f"resume:mac:{connection_id}:{attempt}")
             except Cancelled as cancelled:
                 if not cancelled.failed(1):
                     continue  # the token was used, or a browser came or went: look again
@@ -228,7 +224,6 @@ class ResumeRecords(BrowserRecords):
         connection_id: str,
         *,
         claim: AttemptClaim | None = None,
-        request_token: str | None = None,
     ) -> ResumedBrowser:
         """Move browser `peer`'s place to this connection if `token_hash` is its current
         token, giving the claim's address share back. Raises InvalidToken or AlreadyBound."""
@@ -293,7 +288,7 @@ class ResumeRecords(BrowserRecords):
             if claim is not None:
                 items.append(self._give_back(claim))
             try:
-                table.transact(items, request_token, f"resume:{peer}:{connection_id}:{attempt}")
+                table.transact(items, f"resume:{peer}:{connection_id}:{attempt}")
             except Cancelled as cancelled:
                 if not cancelled.failed(1):
                     continue
@@ -319,7 +314,7 @@ class ResumeRecords(BrowserRecords):
             return session_key(code), "mac_away"
         return peer_key(code, holder), "away"
 
-    def hold_message(self, code: str, holder: str, message: protocol.Message, request_token: str | None = None) -> None:
+    def hold_message(self, code: str, holder: str, message: protocol.Message) -> None:
         """Keep a message for an away holder, after those held before it.
         Raises NotAway (deliver it instead) or HoldRefused (MaxHeldFrames reached)."""
         table = self.table
@@ -352,7 +347,6 @@ class ResumeRecords(BrowserRecords):
                         }
                     ),
                 ],
-                request_token,
                 f"hold:{holder}:{sequence}",
             )
         except Cancelled as cancelled:

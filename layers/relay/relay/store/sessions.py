@@ -63,7 +63,6 @@ class SessionRecords(BrowserRecords, CounterShards):
         token_hash: Callable[[str], str] | None = None,
         *,
         address: str | None = None,
-        request_token: str | None = None,
     ) -> str:
         """Create a session with a fresh code whose mac-client is this connection.
 
@@ -123,7 +122,6 @@ class SessionRecords(BrowserRecords, CounterShards):
             try:
                 table.transact(
                     [bind_connection, create_session, self._counter_update(+1), *claim],
-                    request_token,
                     f"register:{code}",
                 )
             except Cancelled as cancelled:
@@ -169,9 +167,7 @@ class SessionRecords(BrowserRecords, CounterShards):
         """The live session with this (normalised) code, if there is one."""
         return session_from(self.table, code, self.table.get(session_key(code)), include_expired)
 
-    def remove_session(
-        self, code: str, mac_connection_id: str, request_token: str | None = None
-    ) -> EndedSession | None:
+    def remove_session(self, code: str, mac_connection_id: str) -> EndedSession | None:
         """End a session: its code stops working, the count drops and its browsers are
         unbound, all in one transaction, so a failure part-way leaves the session whole.
 
@@ -201,7 +197,7 @@ class SessionRecords(BrowserRecords, CounterShards):
             for browser in browsers:
                 items += self._unbind_items(code, browser)
             try:
-                table.transact(items, request_token, f"end:{attempt}")
+                table.transact(items, f"end:{attempt}")
             except Cancelled:
                 continue  # someone joined or left meanwhile: look again
             return EndedSession(code=code, browsers=browsers)

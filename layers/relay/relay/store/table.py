@@ -128,11 +128,24 @@ def _error_code(error: ClientError) -> str:
 class Table:
     """One DynamoDB table, its settings and its clock: what every store section shares."""
 
-    def __init__(self, client: DynamoDBClient, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        request_token: str | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.name = settings.table_name
         self.clock = clock
+        # The API Gateway request being answered: each transaction's ClientRequestToken
+        # derives from it (see transact).
+        self.request_token = request_token
+
+    def for_request(self, request_token: str | None) -> Table:
+        """This table, writing for one request (cheap: the client is shared)."""
+        return Table(self.client, self.settings, self.clock, request_token)
 
     # ---- time ---------------------------------------------------------------------
 
@@ -206,17 +219,17 @@ class Table:
 
     # ---- calls ----------------------------------------------------------------------
 
-    def transact(self, items: Sequence[Item], request_token: str | None = None, step: str = "") -> None:
+    def transact(self, items: Sequence[Item], step: str = "") -> None:
         """Write all items or none; raises Cancelled with the per-item reasons.
 
-        With a request token (the API Gateway request id), the call carries a
-        ClientRequestToken for (request, step): DynamoDB then applies a retried call
-        once and answers it as a success (for 10 minutes). Give each distinct write of
-        one request its own step.
+        On a table for a request (for_request: the API Gateway request id), the call
+        carries a ClientRequestToken for (request, step): DynamoDB then applies a retried
+        call once and answers it as a success (for 10 minutes). Give each distinct write
+        of one request its own step.
         """
         extra: dict[str, Any] = {}
-        if request_token:
-            extra["ClientRequestToken"] = client_request_token(request_token, step)
+        if self.request_token:
+            extra["ClientRequestToken"] = client_request_token(self.request_token, step)
         try:
             self.client.transact_write_items(TransactItems=list(items), **extra)  # type: ignore[arg-type]
         except ClientError as error:
