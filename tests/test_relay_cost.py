@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 from relay import protocol
+from relay.model import Joining, Registration
 from relay.protocol import ErrorCode
 from relay.settings import Settings
 from relay.store import DynamoDbStore
@@ -210,10 +211,10 @@ def add_idle_sessions(dynamodb: Any, count: int, prefix: str) -> None:
     """
     store = DynamoDbStore(dynamodb, Settings.from_environment())
     mac, browser = f"{prefix}-mac", f"{prefix}-browser"
-    code = store.register_mac_client(mac, prefix)
+    code = store.register_mac_client(Registration(mac, prefix))
     session = store.validate_session_code(code)
     assert session is not None
-    store.add_browser(browser, session, "pidle0000")
+    store.add_browser(Joining(browser, session, "pidle0000"))
     template = dynamodb.query(
         TableName=TABLE_NAME,
         KeyConditionExpression="pk = :pk",

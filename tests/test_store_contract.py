@@ -25,14 +25,18 @@ from relay.model import (
     HoldRefused,
     InvalidCode,
     InvalidToken,
+    Joining,
     MacConnection,
     NotAway,
     RateLimited,
+    Registration,
+    Resumption,
     SessionFull,
     TooManyAttempts,
     UnboundConnection,
 )
 from relay.ports import SessionStore
+from relay.protocol import MAC_PEER
 from relay.settings import Settings
 from relay.store import DynamoDbStore
 from relay.store.expiry import expired_session_from_record
@@ -114,7 +118,7 @@ def codes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def join(store: SessionStore, code: str, connection_id: str, peer: str, admitted: bool = True) -> BrowserConnection:
     session = store.validate_session_code(code)
     assert session is not None
-    store.add_browser(connection_id, session, peer, admitted=admitted)
+    store.add_browser(Joining(connection_id, session, peer, admitted=admitted))
     connection = store.get_connection(connection_id)
     assert isinstance(connection, BrowserConnection)
     return connection
@@ -131,7 +135,7 @@ def seats_taken(store: SessionStore, code: str) -> int:
 
 def test_register_binds_the_connection_as_mac_client_of_a_new_session(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "client-1", approve=True)
+    code = store.register_mac_client(Registration("mac", "client-1", approve=True))
 
     assert store.get_connection("mac") == MacConnection("mac", code)
     session = store.validate_session_code(code)
@@ -141,34 +145,34 @@ def test_register_binds_the_connection_as_mac_client_of_a_new_session(subject: S
 
 
 def test_a_bound_connection_cannot_register_again(subject: Subject) -> None:
-    subject.store.register_mac_client("mac", "client-1")
+    subject.store.register_mac_client(Registration("mac", "client-1"))
 
     with pytest.raises(AlreadyBound):
-        subject.store.register_mac_client("mac", "client-1")
+        subject.store.register_mac_client(Registration("mac", "client-1"))
     assert subject.store.session_count() == 1
 
 
 def test_a_taken_code_is_drawn_again(subject: Subject, codes: list[str]) -> None:
     codes += ["AAAAAA", "AAAAAA", "BBBBBB"]
-    assert subject.store.register_mac_client("mac-1", "c") == "AAAAAA"
+    assert subject.store.register_mac_client(Registration("mac-1", "c")) == "AAAAAA"
 
-    assert subject.store.register_mac_client("mac-2", "c") == "BBBBBB"
+    assert subject.store.register_mac_client(Registration("mac-2", "c")) == "BBBBBB"
 
 
 def test_a_code_past_its_ttl_but_not_yet_deleted_is_still_taken(subject: Subject, codes: list[str]) -> None:
     codes += ["AAAAAA", "AAAAAA", "BBBBBB"]
-    subject.store.register_mac_client("mac-1", "c")
+    subject.store.register_mac_client(Registration("mac-1", "c"))
     subject.clock.now += TTL + 1
 
-    assert subject.store.register_mac_client("mac-2", "c") == "BBBBBB"
+    assert subject.store.register_mac_client(Registration("mac-2", "c")) == "BBBBBB"
 
 
 def test_registration_gives_up_after_the_attempt_bound(subject: Subject, codes: list[str]) -> None:
     codes += ["AAAAAA"] * (1 + SETTINGS.max_code_attempts)
-    subject.store.register_mac_client("mac-1", "c")
+    subject.store.register_mac_client(Registration("mac-1", "c"))
 
     with pytest.raises(CodeSpaceExhausted):
-        subject.store.register_mac_client("mac-2", "c")
+        subject.store.register_mac_client(Registration("mac-2", "c"))
     assert subject.store.get_connection("mac-2") is None
 
 
@@ -179,7 +183,7 @@ def test_unknown_connections_and_codes_are_none(subject: Subject) -> None:
 
 def test_ending_a_session_unbinds_its_browsers_and_drops_the_count(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     join(store, code, "b1", "p1")
     join(store, code, "b2", "p2", admitted=False)
 
@@ -193,7 +197,7 @@ def test_ending_a_session_unbinds_its_browsers_and_drops_the_count(subject: Subj
 
 def test_ending_a_session_twice_or_by_another_mac_client_is_none(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
 
     assert store.remove_session(code, "other-mac") is None
     assert store.remove_session(code, "mac") is not None
@@ -206,7 +210,7 @@ def test_ending_a_session_twice_or_by_another_mac_client_is_none(subject: Subjec
 
 def test_a_browser_joins_and_is_found_by_its_mac_client(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
 
     join(store, code, "b1", "p1")
 
@@ -220,7 +224,7 @@ def test_a_browser_joins_and_is_found_by_its_mac_client(subject: Subject) -> Non
 
 def test_a_bound_connection_cannot_join(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     join(store, code, "b1", "p1")
 
     with pytest.raises(AlreadyBound):
@@ -231,47 +235,47 @@ def test_a_bound_connection_cannot_join(subject: Subject) -> None:
 
 def test_a_full_session_takes_no_more_browsers(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     stale = store.validate_session_code(code)
     assert stale is not None
     for n in range(SETTINGS.max_browsers):
         join(store, code, f"b{n}", f"p{n}")
 
     with pytest.raises(SessionFull):
-        store.add_browser("late", stale, "late-peer")
+        store.add_browser(Joining("late", stale, "late-peer"))
     assert store.get_connection("late") is None
 
 
 def test_joining_a_session_that_ended_or_changed_hands_is_an_invalid_code(subject: Subject, codes: list[str]) -> None:
     store = subject.store
     codes += ["AAAAAA", "AAAAAA"]
-    store.register_mac_client("mac-1", "c")
+    store.register_mac_client(Registration("mac-1", "c"))
     old = store.validate_session_code("AAAAAA")
     assert old is not None
     store.remove_session("AAAAAA", "mac-1")
 
     with pytest.raises(InvalidCode):
-        store.add_browser("b1", old, "p1")
+        store.add_browser(Joining("b1", old, "p1"))
 
-    store.register_mac_client("mac-2", "c")  # draws the same code again
+    store.register_mac_client(Registration("mac-2", "c"))  # draws the same code again
     with pytest.raises(InvalidCode):
-        store.add_browser("b1", old, "p1")
+        store.add_browser(Joining("b1", old, "p1"))
 
 
 def test_joining_a_session_past_its_ttl_is_an_invalid_code(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     session = store.validate_session_code(code)
     assert session is not None
     subject.clock.now += TTL + 1
 
     with pytest.raises(InvalidCode):
-        store.add_browser("b1", session, "p1")
+        store.add_browser(Joining("b1", session, "p1"))
 
 
 def test_joining_clears_the_connections_failed_auths(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     store.claim_attempt("b1", IP)
 
     join(store, code, "b1", "p1")
@@ -282,7 +286,7 @@ def test_joining_clears_the_connections_failed_auths(subject: Subject) -> None:
 
 def test_admitting_a_pending_browser_once(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c", approve=True)
+    code = store.register_mac_client(Registration("mac", "c", approve=True))
     join(store, code, "b1", "p1", admitted=False)
     pending = store.get_browser(code, "mac", "p1")
     assert pending == Browser("p1", "b1", admitted=False)
@@ -296,7 +300,7 @@ def test_admitting_a_pending_browser_once(subject: Subject) -> None:
 
 def test_admitting_a_browser_that_left_is_refused(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c", approve=True)
+    code = store.register_mac_client(Registration("mac", "c", approve=True))
     connection = join(store, code, "b1", "p1", admitted=False)
     pending = store.get_browser(code, "mac", "p1")
     assert pending is not None
@@ -307,7 +311,7 @@ def test_admitting_a_browser_that_left_is_refused(subject: Subject) -> None:
 
 def test_removing_a_browser_frees_its_seat_once(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     connection = join(store, code, "b1", "p1")
 
     assert store.remove_browser(connection) is True
@@ -320,7 +324,7 @@ def test_removing_a_browser_frees_its_seat_once(subject: Subject) -> None:
 
 def test_removing_a_browser_of_an_ended_session_is_false(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     connection = join(store, code, "b1", "p1")
     store.remove_session(code, "mac")
 
@@ -390,14 +394,14 @@ def test_the_address_count_starts_again_in_the_next_window(subject: Subject) -> 
 
 def test_a_join_gives_the_addresss_claim_back(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     for n in range(3):
         store.claim_attempt(f"c{n}", IP)
     claim = store.claim_attempt("b1", IP)
     session = store.validate_session_code(code)
     assert session is not None
 
-    store.add_browser("b1", session, "p1", claim=claim)
+    store.add_browser(Joining("b1", session, "p1", claim=claim))
 
     store.claim_attempt("c8", IP)  # the fourth again
     with pytest.raises(RateLimited):
@@ -407,40 +411,40 @@ def test_a_join_gives_the_addresss_claim_back(subject: Subject) -> None:
 
 def test_registrations_per_address_are_limited_per_window(subject: Subject) -> None:
     store = subject.store
-    store.register_mac_client("m1", "c", address=IP)
-    store.register_mac_client("m2", "c", address=IP)
+    store.register_mac_client(Registration("m1", "c", address=IP))
+    store.register_mac_client(Registration("m2", "c", address=IP))
 
     with pytest.raises(RateLimited):
-        store.register_mac_client("m3", "c", address=IP)
+        store.register_mac_client(Registration("m3", "c", address=IP))
 
     assert store.get_connection("m3") is None
     assert store.session_count() == 2
-    store.register_mac_client("m4", "c", address="192.0.2.1")
+    store.register_mac_client(Registration("m4", "c", address="192.0.2.1"))
     subject.clock.now += WINDOW
-    store.register_mac_client("m3", "c", address=IP)
+    store.register_mac_client(Registration("m3", "c", address=IP))
 
 
 def test_a_locked_session_takes_no_browser_until_unlocked(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     session = store.validate_session_code(code)
     assert session is not None
 
     assert store.set_session_locked(code, "mac", True) is True
     assert store.validate_session_code(code) == replace(session, locked=True)
     with pytest.raises(InvalidCode):
-        store.add_browser("b1", session, "p1")  # looked up before the lock
+        store.add_browser(Joining("b1", session, "p1"))  # looked up before the lock
     assert store.set_session_locked(code, "mac", False) is True
-    store.add_browser("b1", session, "p1")
+    store.add_browser(Joining("b1", session, "p1"))
     assert store.set_session_locked(code, "other-mac", True) is False
 
 
 def test_a_kick_bans_the_address_from_that_session_only(subject: Subject, codes: list[str]) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     session = store.validate_session_code(code)
     assert session is not None
-    store.add_browser("b1", session, "p1", claim=store.claim_attempt("b1", IP))
+    store.add_browser(Joining("b1", session, "p1", claim=store.claim_attempt("b1", IP)))
     browser = store.get_connection("b1")
     assert isinstance(browser, BrowserConnection)
 
@@ -451,18 +455,18 @@ def test_a_kick_bans_the_address_from_that_session_only(subject: Subject, codes:
     again = store.validate_session_code(code)
     assert again is not None
     with pytest.raises(InvalidCode):
-        store.add_browser("b1", again, "p2", claim=store.claim_attempt("b1", IP))
-    store.add_browser("b2", again, "p3", claim=store.claim_attempt("b2", "192.0.2.1"))
+        store.add_browser(Joining("b1", again, "p2", claim=store.claim_attempt("b1", IP)))
+    store.add_browser(Joining("b2", again, "p3", claim=store.claim_attempt("b2", "192.0.2.1")))
     # A later session that draws the same code is not banned.
     store.remove_session(code, "mac")
     codes.append(code)
-    assert store.register_mac_client("mac2", "c") == code
+    assert store.register_mac_client(Registration("mac2", "c")) == code
     assert store.load_auth_context("b1", code, IP).banned is False
 
 
 def test_the_auth_context_has_the_live_session(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
 
     context = store.load_auth_context("b1", code, IP)
 
@@ -485,7 +489,7 @@ def test_forgetting_a_connection(subject: Subject) -> None:
 
 def test_records_past_their_ttl_count_as_gone(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     join(store, code, "b1", "p1")
     subject.clock.now += TTL + 1
 
@@ -504,7 +508,7 @@ def test_records_past_their_ttl_count_as_gone(subject: Subject) -> None:
 
 def test_releasing_an_expired_session_unbinds_its_browsers_exactly_once(subject: Subject) -> None:
     store = subject.store
-    code = store.register_mac_client("mac", "c")
+    code = store.register_mac_client(Registration("mac", "c"))
     join(store, code, "b1", "p1")
     expired = subject.delete_by_ttl(code)
 
@@ -518,10 +522,10 @@ def test_releasing_an_expired_session_unbinds_its_browsers_exactly_once(subject:
 def test_releasing_an_expired_session_leaves_a_new_one_with_its_code_alone(subject: Subject, codes: list[str]) -> None:
     store = subject.store
     codes += ["AAAAAA", "AAAAAA"]
-    store.register_mac_client("old-mac", "c")
+    store.register_mac_client(Registration("old-mac", "c"))
     join(store, "AAAAAA", "old-b", "p1")
     expired = subject.delete_by_ttl("AAAAAA")
-    store.register_mac_client("new-mac", "c")
+    store.register_mac_client(Registration("new-mac", "c"))
     join(store, "AAAAAA", "new-b", "p2")
 
     ended = store.release_expired_session(expired)
@@ -536,13 +540,15 @@ def test_releasing_an_expired_session_leaves_a_new_one_with_its_code_alone(subje
 
 
 def _resumable(store: SessionStore, connection_id: str = "mac") -> str:
-    return store.register_mac_client(connection_id, "client-1", token_hash=lambda code: f"mac-hash-{code}")
+    return store.register_mac_client(
+        Registration(connection_id, "client-1", token_hash=lambda code: f"mac-hash-{code}")
+    )
 
 
 def _join_resumable(store: SessionStore, code: str, connection_id: str, peer: str) -> BrowserConnection:
     session = store.validate_session_code(code)
     assert session is not None
-    store.add_browser(connection_id, session, peer, token_hash=f"hash-{peer}")
+    store.add_browser(Joining(connection_id, session, peer, token_hash=f"hash-{peer}"))
     connection = store.get_connection(connection_id)
     assert isinstance(connection, BrowserConnection)
     return connection
@@ -579,7 +585,7 @@ def test_marking_the_mac_client_away_flags_its_browsers_and_forgets_its_connecti
 
 
 def test_a_v1_session_is_never_marked_away(subject: Subject) -> None:
-    code = subject.store.register_mac_client("mac", "client-1")
+    code = subject.store.register_mac_client(Registration("mac", "client-1"))
     assert subject.store.mark_mac_away(code, "mac") is None
     assert subject.store.get_connection("mac") == MacConnection("mac", code)
 
@@ -591,7 +597,7 @@ def test_resume_mac_moves_the_session_and_every_browser_to_the_new_connection(su
     away = _join_resumable(store, code, "b2", "p2")
     assert store.mark_browser_away(away)
     store.mark_mac_away(code, "mac")
-    resumed = store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
+    resumed = store.resume_mac(Resumption(code, MAC_PEER, f"mac-hash-{code}", "next", "mac2"))
     assert resumed.old_connection_id == "mac"
     assert resumed.was_away
     assert resumed.browsers == [Browser("p1", "b1"), Browser("p2", "b2", away=True)]
@@ -601,9 +607,9 @@ def test_resume_mac_moves_the_session_and_every_browser_to_the_new_connection(su
     assert (browser.mac_connection_id, browser.mac_away) == ("mac2", False)
     assert store.get_browser(code, "mac2", "p2") == Browser("p2", "b2", away=True)
     with pytest.raises(InvalidToken):
-        store.resume_mac(code, f"mac-hash-{code}", "again", "mac3")  # used
+        store.resume_mac(Resumption(code, MAC_PEER, f"mac-hash-{code}", "again", "mac3"))  # used
     with pytest.raises(AlreadyBound):
-        store.resume_mac(code, "next", "again", "b1")
+        store.resume_mac(Resumption(code, MAC_PEER, "next", "again", "b1"))
 
 
 def test_resume_browser_takes_its_place_back_with_its_own_token_only(subject: Subject) -> None:
@@ -613,14 +619,14 @@ def test_resume_browser_takes_its_place_back_with_its_own_token_only(subject: Su
     assert store.mark_browser_away(browser)
     assert not store.mark_browser_away(browser)
     with pytest.raises(InvalidToken):
-        store.resume_browser(code, "p1", f"mac-hash-{code}", "next", "b2")
-    resumed = store.resume_browser(code, "p1", "hash-p1", "next", "b2")
+        store.resume_browser(Resumption(code, "p1", f"mac-hash-{code}", "next", "b2"))
+    resumed = store.resume_browser(Resumption(code, "p1", "hash-p1", "next", "b2"))
     assert resumed.was_away
     assert resumed.old_connection_id == "b1"
     assert resumed.connection == BrowserConnection("b2", code, "p1", "mac", resumable=True)
     assert store.get_connection("b2") == resumed.connection
     with pytest.raises(InvalidToken):
-        store.resume_browser(code, "p1", "hash-p1", "again", "b3")
+        store.resume_browser(Resumption(code, "p1", "hash-p1", "again", "b3"))
 
 
 def test_held_messages_are_kept_in_order_per_holder_up_to_the_cap(subject: Subject) -> None:
@@ -640,7 +646,7 @@ def test_held_messages_are_kept_in_order_per_holder_up_to_the_cap(subject: Subje
     assert store.held_messages(code, "mac", session.created_at + 1) == []  # another session's
     store.drop_held(code, "mac", [held[0].sequence])
     assert [h.message for h in store.held_messages(code, "mac", session.created_at)][:1] == [{"n": 1}]
-    store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
+    store.resume_mac(Resumption(code, MAC_PEER, f"mac-hash-{code}", "next", "mac2"))
     with pytest.raises(NotAway):
         store.hold_message(code, "mac", {"n": "back"})
 
@@ -665,14 +671,14 @@ def test_a_kicks_ban_follows_the_session_when_its_mac_client_resumes(subject: Su
     code = _resumable(store)
     session = store.validate_session_code(code)
     assert session is not None
-    store.add_browser("b1", session, "p1", token_hash="hash-p1", claim=store.claim_attempt("b1", IP))
+    store.add_browser(Joining("b1", session, "p1", token_hash="hash-p1", claim=store.claim_attempt("b1", IP)))
     browser = store.get_connection("b1")
     assert isinstance(browser, BrowserConnection)
     assert store.remove_browser(browser, ban_address=IP) is True
 
     store.mark_mac_away(code, "mac")
-    store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
-    store.resume_mac(code, "next", "after", "mac3")  # and again, present this time
+    store.resume_mac(Resumption(code, MAC_PEER, f"mac-hash-{code}", "next", "mac2"))
+    store.resume_mac(Resumption(code, MAC_PEER, "next", "after", "mac3"))  # and again, present this time
 
     assert store.load_auth_context("b2", code, IP).banned is True
     assert store.load_auth_context("b2", code, "192.0.2.1").banned is False
@@ -680,8 +686,8 @@ def test_a_kicks_ban_follows_the_session_when_its_mac_client_resumes(subject: Su
     assert now is not None
     assert now.mac_connection_id == "mac3"
     with pytest.raises(InvalidCode):
-        store.add_browser("b2", now, "p2", claim=store.claim_attempt("b2", IP))
-    store.add_browser("b3", now, "p3", claim=store.claim_attempt("b3", "192.0.2.1"))
+        store.add_browser(Joining("b2", now, "p2", claim=store.claim_attempt("b2", IP)))
+    store.add_browser(Joining("b3", now, "p3", claim=store.claim_attempt("b3", "192.0.2.1")))
 
 
 def test_a_kicks_ban_in_a_resumable_session_lasts_as_long_as_the_session(subject: Subject) -> None:
@@ -689,7 +695,7 @@ def test_a_kicks_ban_in_a_resumable_session_lasts_as_long_as_the_session(subject
     code = _resumable(store)
     session = store.validate_session_code(code)
     assert session is not None
-    store.add_browser("b1", session, "p1", token_hash="hash-p1", claim=store.claim_attempt("b1", IP))
+    store.add_browser(Joining("b1", session, "p1", token_hash="hash-p1", claim=store.claim_attempt("b1", IP)))
     browser = store.get_connection("b1")
     assert isinstance(browser, BrowserConnection)
     store.remove_browser(browser, ban_address=IP)
@@ -704,15 +710,15 @@ def test_a_lock_survives_a_resume_of_the_mac_client(subject: Subject) -> None:
     code = _resumable(store)
     assert store.set_session_locked(code, "mac", True) is True
     store.mark_mac_away(code, "mac")
-    resumed = store.resume_mac(code, f"mac-hash-{code}", "next", "mac2")
+    resumed = store.resume_mac(Resumption(code, MAC_PEER, f"mac-hash-{code}", "next", "mac2"))
     assert resumed.session.locked
     session = store.validate_session_code(code)
     assert session is not None
     assert session.locked
     with pytest.raises(InvalidCode):
-        store.add_browser("b1", session, "p1", token_hash="hash-p1")
+        store.add_browser(Joining("b1", session, "p1", token_hash="hash-p1"))
     assert store.set_session_locked(code, "mac2", False) is True
-    store.add_browser("b1", session, "p1", token_hash="hash-p1")
+    store.add_browser(Joining("b1", session, "p1", token_hash="hash-p1"))
 
 
 def test_a_resume_gives_its_claims_address_share_back(subject: Subject) -> None:
@@ -724,8 +730,10 @@ def test_a_resume_gives_its_claims_address_share_back(subject: Subject) -> None:
     store.mark_mac_away(code, "mac")
     for _ in range(SETTINGS.auth_failures_per_ip - 1):
         store.claim_attempt("guesser", IP)  # wrong tokens keep their claims
-    store.resume_mac(code, f"mac-hash-{code}", "next", "mac2", claim=store.claim_attempt("mac2", IP))
-    store.resume_browser(code, "p1", "hash-p1", "next", "b2", claim=store.claim_attempt("b2", IP))
+    store.resume_mac(
+        Resumption(code, MAC_PEER, f"mac-hash-{code}", "next", "mac2", claim=store.claim_attempt("mac2", IP))
+    )
+    store.resume_browser(Resumption(code, "p1", "hash-p1", "next", "b2", claim=store.claim_attempt("b2", IP)))
     store.claim_attempt("b3", IP)  # the last one, still there
     with pytest.raises(RateLimited):
         store.claim_attempt("b4", IP)

@@ -29,11 +29,14 @@ from relay.model import (
     HoldRefused,
     InvalidCode,
     InvalidToken,
+    Joining,
     MacConnection,
     NotAway,
     RateLimited,
+    Registration,
     ResumedBrowser,
     ResumedMac,
+    Resumption,
     Role,
     Session,
     SessionFull,
@@ -248,15 +251,9 @@ class MemoryStore:
 
     # ---- codes and sessions --------------------------------------------------------
 
-    def register_mac_client(
-        self,
-        connection_id: str,
-        client_id: str,
-        approve: bool = False,
-        token_hash: Callable[[str], str] | None = None,
-        *,
-        address: str | None = None,
-    ) -> str:
+    def register_mac_client(self, registration: Registration) -> str:
+        connection_id, client_id, approve = registration.connection_id, registration.client_id, registration.approve
+        token_hash, address = registration.token_hash, registration.address
         with self._lock:
             resumable = token_hash is not None
             expires_at = self._now() + self.settings.max_session_seconds if resumable else self._expires_at()
@@ -320,16 +317,9 @@ class MemoryStore:
 
     # ---- browsers ------------------------------------------------------------------
 
-    def add_browser(
-        self,
-        connection_id: str,
-        session: Session,
-        peer: str,
-        admitted: bool = True,
-        token_hash: str | None = None,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> None:
+    def add_browser(self, joining: Joining) -> None:
+        connection_id, session, peer = joining.connection_id, joining.session, joining.peer
+        admitted, token_hash, claim = joining.admitted, joining.token_hash, joining.claim
         with self._lock:
             connection = self._connections.get(connection_id) or _ConnectionRecord()
             if connection.role is not None:
@@ -454,15 +444,9 @@ class MemoryStore:
             raise AlreadyBound
         return connection
 
-    def resume_mac(
-        self,
-        code: str,
-        token_hash: str,
-        new_token_hash: str,
-        connection_id: str,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> ResumedMac:
+    def resume_mac(self, resumption: Resumption) -> ResumedMac:
+        code, token_hash, new_token_hash = resumption.code, resumption.token_hash, resumption.new_token_hash
+        connection_id, claim = resumption.connection_id, resumption.claim
         with self._lock:
             session = self._session(code)
             record = self._sessions.get(code)
@@ -494,16 +478,9 @@ class MemoryStore:
             now = replace(session, mac_connection_id=connection_id, mac_away=False)
             return ResumedMac(now, old, session.mac_away, browsers)
 
-    def resume_browser(
-        self,
-        code: str,
-        peer: str,
-        token_hash: str,
-        new_token_hash: str,
-        connection_id: str,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> ResumedBrowser:
+    def resume_browser(self, resumption: Resumption) -> ResumedBrowser:
+        code, peer, token_hash = resumption.code, resumption.holder, resumption.token_hash
+        new_token_hash, connection_id, claim = resumption.new_token_hash, resumption.connection_id, resumption.claim
         with self._lock:
             session = self._session(code)
             place = self._peers.get((code, peer))

@@ -8,6 +8,7 @@ they are kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -103,6 +104,47 @@ class AttemptClaim:
     connection_id: str
     address: str
     window_start: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A mac-client registering on `connection_id`. With `token_hash` (its resume
+    token's hash, given the code drawn) the session is resumable; with `address`, one of
+    that address's registrations this window is claimed in the same write."""
+
+    connection_id: str
+    client_id: str
+    approve: bool = False  # browsers wait for the mac-client's admission
+    token_hash: Callable[[str], str] | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Joining:
+    """A browser joining `session` (as auth looked it up) on `connection_id` as `peer`:
+    with `token_hash`, its resume token's hash in a resumable session; `claim` is the
+    attempt auth claimed, whose address share the join gives back."""
+
+    connection_id: str
+    session: Session
+    peer: str
+    admitted: bool = True
+    token_hash: str | None = None
+    claim: AttemptClaim | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """A resume: `holder`'s place in session `code` moves to `connection_id` if
+    `token_hash` is its current token, which `new_token_hash` replaces; `claim` is the
+    attempt claimed for it, whose address share a resume gives back."""
+
+    code: str
+    holder: str  # protocol.MAC_PEER or a browser's peer id
+    token_hash: str
+    new_token_hash: str
+    connection_id: str
+    claim: AttemptClaim | None = None
 
 
 @dataclass(frozen=True, slots=True)

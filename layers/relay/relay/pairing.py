@@ -24,11 +24,14 @@ from relay.model import (
     HoldRefused,
     InvalidCode,
     InvalidToken,
+    Joining,
     MacConnection,
     NotAway,
     RateLimited,
+    Registration,
     ResumedBrowser,
     ResumedMac,
+    Resumption,
     Role,
     SessionFull,
     StoreUnavailable,
@@ -92,11 +95,13 @@ class Relay:
 
         try:
             code = self.store.register_mac_client(
-                connection_id,
-                request.client_id,
-                request.approve,
-                mac_token_hash if request.resumable else None,
-                address=limit_key(source_ip) if source_ip is not None else None,
+                Registration(
+                    connection_id,
+                    request.client_id,
+                    request.approve,
+                    mac_token_hash if request.resumable else None,
+                    address=limit_key(source_ip) if source_ip is not None else None,
+                )
             )
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
@@ -155,12 +160,14 @@ class Relay:
         issued = resume_tokens.issue(code, peer) if session.resumable else None
         try:
             self.store.add_browser(
-                connection_id,
-                session,
-                peer,
-                admitted=admitted,
-                token_hash=issued.token_hash if issued else None,
-                claim=claim,
+                Joining(
+                    connection_id,
+                    session,
+                    peer,
+                    admitted=admitted,
+                    token_hash=issued.token_hash if issued else None,
+                    claim=claim,
+                )
             )
         except AlreadyBound:
             self.reply_error(connection_id, ErrorCode.ALREADY_BOUND)
@@ -526,24 +533,14 @@ class Relay:
             self.attempt_failed(connection_id, source_ip, error=ErrorCode.INVALID_TOKEN)
             return
         issued = resume_tokens.issue(presented.code, presented.holder)
+        resumption = Resumption(
+            presented.code, presented.holder, presented.token_hash, issued.token_hash, connection_id, claim
+        )
         try:
             if presented.for_mac:
-                mac = self.store.resume_mac(
-                    presented.code,
-                    presented.token_hash,
-                    issued.token_hash,
-                    connection_id,
-                    claim=claim,
-                )
+                mac = self.store.resume_mac(resumption)
             else:
-                browser = self.store.resume_browser(
-                    presented.code,
-                    presented.holder,
-                    presented.token_hash,
-                    issued.token_hash,
-                    connection_id,
-                    claim=claim,
-                )
+                browser = self.store.resume_browser(resumption)
         except InvalidToken:
             self.attempt_failed(connection_id, source_ip, error=ErrorCode.INVALID_TOKEN)
             return

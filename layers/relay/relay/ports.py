@@ -8,7 +8,7 @@ same behaviour as the DynamoDB one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from relay import protocol
@@ -23,8 +23,11 @@ from relay.model import (
     EndedSession,
     ExpiredSession,
     HeldMessage,
+    Joining,
+    Registration,
     ResumedBrowser,
     ResumedMac,
+    Resumption,
     Session,
 )
 
@@ -67,19 +70,9 @@ class SessionStore(Protocol):
         ...
 
     # ---- codes and sessions -------------------------------------------------------
-    def register_mac_client(
-        self,
-        connection_id: str,
-        client_id: str,
-        approve: bool = False,
-        token_hash: Callable[[str], str] | None = None,
-        *,
-        address: str | None = None,
-    ) -> str:
-        """A new session with a fresh code, this connection its mac-client; the code.
-        With `token_hash` (the mac-client's token hash for a drawn code) it is resumable.
-        With `address`, one of its registrations this window is claimed in the same
-        write. Raises AlreadyBound, RateLimited or CodeSpaceExhausted."""
+    def register_mac_client(self, registration: Registration) -> str:
+        """A new session with a fresh code, the registering connection its mac-client;
+        the code. Raises AlreadyBound, RateLimited or CodeSpaceExhausted."""
         ...
 
     def set_session_locked(self, code: str, mac_connection_id: str, locked: bool) -> bool:
@@ -96,20 +89,10 @@ class SessionStore(Protocol):
         ...
 
     # ---- browsers -----------------------------------------------------------------
-    def add_browser(
-        self,
-        connection_id: str,
-        session: Session,
-        peer: str,
-        admitted: bool = True,
-        token_hash: str | None = None,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> None:
-        """Bind the connection to that very session as browser `peer` (with `token_hash`,
-        its resume token's hash, in a resumable session), giving the claim's address
-        share back. Raises AlreadyBound, InvalidCode (the session is gone or locked, or
-        the claim's address was kicked from it) or SessionFull."""
+    def add_browser(self, joining: Joining) -> None:
+        """Bind the connection to that very session as a browser, giving the claim's
+        address share back. Raises AlreadyBound, InvalidCode (the session is gone or
+        locked, or the claim's address was kicked from it) or SessionFull."""
         ...
 
     def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
@@ -140,31 +123,15 @@ class SessionStore(Protocol):
         was not there (any more) or already away."""
         ...
 
-    def resume_mac(
-        self,
-        code: str,
-        token_hash: str,
-        new_token_hash: str,
-        connection_id: str,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> ResumedMac:
-        """Move the session to this connection and replace the token, giving the claim's
-        address share back. Raises InvalidToken or AlreadyBound."""
+    def resume_mac(self, resumption: Resumption) -> ResumedMac:
+        """Move the mac-client's session to the resuming connection and replace the
+        token, giving the claim's address share back. Raises InvalidToken or AlreadyBound."""
         ...
 
-    def resume_browser(
-        self,
-        code: str,
-        peer: str,
-        token_hash: str,
-        new_token_hash: str,
-        connection_id: str,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> ResumedBrowser:
-        """Move browser `peer`'s place to this connection and replace the token, giving
-        the claim's address share back. Raises InvalidToken or AlreadyBound."""
+    def resume_browser(self, resumption: Resumption) -> ResumedBrowser:
+        """Move the browser's place (the resumption's holder) to the resuming connection
+        and replace the token, giving the claim's address share back. Raises
+        InvalidToken or AlreadyBound."""
         ...
 
     def hold_message(self, code: str, holder: str, message: protocol.Message) -> None:

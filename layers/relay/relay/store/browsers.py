@@ -16,8 +16,8 @@ from relay.model import (
     Browser,
     BrowserConnection,
     InvalidCode,
+    Joining,
     Role,
-    Session,
     SessionFull,
 )
 from relay.store.connections import ConnectionRecords
@@ -52,16 +52,7 @@ def _browser_from(item: Item) -> Browser:
 
 
 class BrowserRecords(ConnectionRecords):
-    def add_browser(
-        self,
-        connection_id: str,
-        session: Session,
-        peer: str,
-        admitted: bool = True,
-        token_hash: str | None = None,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> None:
+    def add_browser(self, joining: Joining) -> None:
         """Bind this connection to the session as a browser with the given peer id.
 
         The session must still be the same live, unlocked session (same mac-client)
@@ -73,6 +64,8 @@ class BrowserRecords(ConnectionRecords):
         its peer item keeps the hash of its resume token.
         """
         table = self.table
+        connection_id, session, peer = joining.connection_id, joining.session, joining.peer
+        admitted, token_hash, claim = joining.admitted, joining.token_hash, joining.claim
         expires_at = str(session.expires_at) if session.resumable else table.expires_at()
         take_seat = table.update(
             session_key(session.code),

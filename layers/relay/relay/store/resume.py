@@ -22,7 +22,6 @@ from typing import Any
 from relay import protocol
 from relay.model import (
     AlreadyBound,
-    AttemptClaim,
     Browser,
     BrowserConnection,
     HeldMessage,
@@ -31,6 +30,7 @@ from relay.model import (
     NotAway,
     ResumedBrowser,
     ResumedMac,
+    Resumption,
     Role,
     StoreError,
 )
@@ -120,21 +120,15 @@ class ResumeRecords(BrowserRecords):
 
     # ---- resuming -----------------------------------------------------------------
 
-    def resume_mac(
-        self,
-        code: str,
-        token_hash: str,
-        new_token_hash: str,
-        connection_id: str,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> ResumedMac:
+    def resume_mac(self, resumption: Resumption) -> ResumedMac:
         """Move the session to this connection if `token_hash` is the mac-client's current
         token: the session, every browser's place and present browser's record now point
         at it, the old connection is forgotten, the token is replaced and the claim's
         address share is given back. One transaction of 4 + 2 per browser items
         (MaxBrowsers <= 48 keeps it within 100). Raises InvalidToken or AlreadyBound."""
         table = self.table
+        code, token_hash, new_token_hash = resumption.code, resumption.token_hash, resumption.new_token_hash
+        connection_id, claim = resumption.connection_id, resumption.claim
         for attempt in range(END_ATTEMPTS):
             item = table.get(session_key(code))
             session = session_from(table, code, item)
@@ -215,19 +209,12 @@ class ResumeRecords(BrowserRecords):
         very call issued (random, so no other write can have put it there)?"""
         return text(self.table.get(key) or {}, attribute) == token_hash
 
-    def resume_browser(
-        self,
-        code: str,
-        peer: str,
-        token_hash: str,
-        new_token_hash: str,
-        connection_id: str,
-        *,
-        claim: AttemptClaim | None = None,
-    ) -> ResumedBrowser:
+    def resume_browser(self, resumption: Resumption) -> ResumedBrowser:
         """Move browser `peer`'s place to this connection if `token_hash` is its current
         token, giving the claim's address share back. Raises InvalidToken or AlreadyBound."""
         table = self.table
+        code, peer, token_hash = resumption.code, resumption.holder, resumption.token_hash
+        new_token_hash, connection_id, claim = resumption.new_token_hash, resumption.connection_id, resumption.claim
         for attempt in range(END_ATTEMPTS):
             found = {item["sk"]["S"]: item for item in table.batch_get([session_key(code), peer_key(code, peer)])}
             session = session_from(table, code, found.get(session_key(code)["sk"]["S"]))

@@ -7,8 +7,6 @@ registrations that draw the same code cannot both win.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from relay import session_codes
 from relay.model import (
     AlreadyBound,
@@ -16,6 +14,7 @@ from relay.model import (
     EndedSession,
     MacConnection,
     RateLimited,
+    Registration,
     Role,
     Session,
     StoreError,
@@ -55,15 +54,7 @@ def session_from(table: Table, code: str, item: Item | None, include_expired: bo
 
 
 class SessionRecords(BrowserRecords, CounterShards):
-    def register_mac_client(
-        self,
-        connection_id: str,
-        client_id: str,
-        approve: bool = False,
-        token_hash: Callable[[str], str] | None = None,
-        *,
-        address: str | None = None,
-    ) -> str:
+    def register_mac_client(self, registration: Registration) -> str:
         """Create a session with a fresh code whose mac-client is this connection.
 
         With `token_hash` (the hash of the mac-client's resume token, given the code) the
@@ -74,6 +65,8 @@ class SessionRecords(BrowserRecords, CounterShards):
         CodeSpaceExhausted if every code drawn (up to the bound) was taken.
         """
         table = self.table
+        connection_id, client_id, approve = registration.connection_id, registration.client_id, registration.approve
+        token_hash, address = registration.token_hash, registration.address
         resumable = token_hash is not None
         expires_at = str(table.now() + table.settings.max_session_seconds) if resumable else table.expires_at()
         claim: list[Item] = []
