@@ -73,6 +73,18 @@ class Session:
     created_at: int = 0
     expires_at: int = 0
 
+    def browser_connection(self, connection_id: str, peer: str, admitted: bool) -> BrowserConnection:
+        """What a connection of this session's browser `peer` is."""
+        return BrowserConnection(
+            connection_id=connection_id,
+            code=self.code,
+            peer=peer,
+            mac_connection_id=self.mac_connection_id,
+            admitted=admitted,
+            resumable=self.resumable,
+            mac_away=self.mac_away,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Browser:

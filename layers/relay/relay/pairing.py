@@ -180,15 +180,7 @@ class Relay:
             self.attempt_failed(connection_id, source_ip, attempts=attempts)
             return
         logger.info("browser joined", extra={"code": protocol.redact_code(code), "peer": peer, "admitted": admitted})
-        browser = BrowserConnection(
-            connection_id=connection_id,
-            code=code,
-            peer=peer,
-            mac_connection_id=session.mac_connection_id,
-            admitted=admitted,
-            resumable=session.resumable,
-            mac_away=session.mac_away,
-        )
+        browser = session.browser_connection(connection_id, peer, admitted)
         to_mac = protocol.peer_joined(peer) if admitted else protocol.join_request(peer, source_ip, user_agent)
         # The mac-client hears first: if it cannot be told, the browser is not let in.
         # (An away mac-client of a resumable session learns of it from `resumed`.)
@@ -451,12 +443,7 @@ class Relay:
             return
         if browser.mac_away:
             return  # it learns who is left from `resumed`
-        left = self.reply(browser.mac_connection_id, protocol.peer_left(browser.peer))
-        if left is Delivery.GONE:
-            if browser.resumable:
-                self.mac_went_away(browser.code, browser.mac_connection_id)
-            else:
-                self.end_session(browser.code, browser.mac_connection_id)
+        self._tell_mac(browser, protocol.peer_left(browser.peer))
 
     # ---- resumable sessions ----------------------------------------------------
 
@@ -482,9 +469,14 @@ class Relay:
             self._tell_mac(browser, protocol.peer_away(browser.peer))
 
     def _tell_mac(self, browser: BrowserConnection, message: protocol.Message) -> None:
-        """A notice to a resumable session's mac-client; if it has dropped, it is away."""
-        if self.reply(browser.mac_connection_id, message) is Delivery.GONE:
+        """A notice about a browser to its mac-client. A mac-client found gone (410) is
+        away in a resumable session; otherwise its session ends."""
+        if self.reply(browser.mac_connection_id, message) is not Delivery.GONE:
+            return
+        if browser.resumable:
             self.mac_went_away(browser.code, browser.mac_connection_id)
+        else:
+            self.end_session(browser.code, browser.mac_connection_id)
 
     def _hold(self, code: str, holder: str, message: protocol.Message, sender: str) -> None:
         """Keep a message for an away holder; if it is back, deliver it where it is now."""
@@ -637,12 +629,7 @@ class Relay:
             self.reply(connection_id, protocol.left())
             if connection.mac_away:
                 return
-            told = self.reply(connection.mac_connection_id, protocol.peer_left(connection.peer))
-            if told is Delivery.GONE:
-                if connection.resumable:
-                    self.mac_went_away(connection.code, connection.mac_connection_id)
-                else:
-                    self.end_session(connection.code, connection.mac_connection_id)
+            self._tell_mac(connection, protocol.peer_left(connection.peer))
         else:
             self.reply(connection_id, protocol.left())
 

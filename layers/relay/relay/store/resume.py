@@ -128,7 +128,7 @@ class ResumeRecords(BrowserRecords):
         (MaxBrowsers <= 48 keeps it within 100). Raises InvalidToken or AlreadyBound."""
         table = self.table
         code, token_hash, new_token_hash = resumption.code, resumption.token_hash, resumption.new_token_hash
-        connection_id, claim = resumption.connection_id, resumption.claim
+        connection_id = resumption.connection_id
         for attempt in range(END_ATTEMPTS):
             item = table.get(session_key(code))
             session = session_from(table, code, item)
@@ -190,31 +190,40 @@ class ResumeRecords(BrowserRecords):
                             condition="code = :code AND peer = :peer",
                         )
                     )
-            if claim is not None:
-                items.append(self._give_back(claim))
-            try:
-                table.transact(items, f"resume:mac:{connection_id}:{attempt}")
-            except Cancelled as cancelled:
-                if not cancelled.failed(1):
-                    continue  # the token was used, or a browser came or went: look again
-                if not self._holds_token(session_key(code), "mac_token_hash", new_token_hash):
-                    raise AlreadyBound from None
-                # Our own write, applied before a lost response: answer as if it had come back.
+            if not self._commit_resume(items, resumption, f"resume:mac:{connection_id}:{attempt}"):
+                continue  # the token was used, or a browser came or went: look again
             resumed_session = replace(session, mac_connection_id=connection_id, mac_away=False)
             return ResumedMac(resumed_session, old, session.mac_away, browsers)
         raise InvalidToken
 
-    def _holds_token(self, key: Item, attribute: str, token_hash: str) -> bool:
-        """Re-read after a conditional failure: does the place already hold the token this
-        very call issued (random, so no other write can have put it there)?"""
-        return text(self.table.get(key) or {}, attribute) == token_hash
+    def _commit_resume(self, items: list[Item], resumption: Resumption, step: str) -> bool:
+        """Write a resume whose second item checks the token, giving the claim's address
+        share back. False if the token check failed (look again); AlreadyBound if another
+        condition did."""
+        if resumption.claim is not None:
+            items.append(self._give_back(resumption.claim))
+        try:
+            self.table.transact(items, step)
+        except Cancelled as cancelled:
+            if not cancelled.failed(1):
+                return False
+            # Does the place already hold the token this very call issued (random, so no
+            # other write can have put it there)? Then the write was our own, applied
+            # before a lost response: answer as if it had come back.
+            if resumption.holder == protocol.MAC_PEER:
+                key, attribute = session_key(resumption.code), "mac_token_hash"
+            else:
+                key, attribute = peer_key(resumption.code, resumption.holder), "token_hash"
+            if text(self.table.get(key) or {}, attribute) != resumption.new_token_hash:
+                raise AlreadyBound from None
+        return True
 
     def resume_browser(self, resumption: Resumption) -> ResumedBrowser:
         """Move browser `peer`'s place to this connection if `token_hash` is its current
         token, giving the claim's address share back. Raises InvalidToken or AlreadyBound."""
         table = self.table
         code, peer, token_hash = resumption.code, resumption.holder, resumption.token_hash
-        new_token_hash, connection_id, claim = resumption.new_token_hash, resumption.connection_id, resumption.claim
+        new_token_hash, connection_id = resumption.new_token_hash, resumption.connection_id
         for attempt in range(END_ATTEMPTS):
             found = {item["sk"]["S"]: item for item in table.batch_get([session_key(code), peer_key(code, peer)])}
             session = session_from(table, code, found.get(session_key(code)["sk"]["S"]))
@@ -272,25 +281,9 @@ class ResumeRecords(BrowserRecords):
                     {":mac": {"S": session.mac_connection_id}},
                 ),
             ]
-            if claim is not None:
-                items.append(self._give_back(claim))
-            try:
-                table.transact(items, f"resume:{peer}:{connection_id}:{attempt}")
-            except Cancelled as cancelled:
-                if not cancelled.failed(1):
-                    continue
-                if not self._holds_token(peer_key(code, peer), "token_hash", new_token_hash):
-                    raise AlreadyBound from None
-                # Our own write, applied before a lost response: answer as if it had come back.
-            connection = BrowserConnection(
-                connection_id=connection_id,
-                code=code,
-                peer=peer,
-                mac_connection_id=session.mac_connection_id,
-                admitted=admitted,
-                resumable=True,
-                mac_away=session.mac_away,
-            )
+            if not self._commit_resume(items, resumption, f"resume:{peer}:{connection_id}:{attempt}"):
+                continue
+            connection = session.browser_connection(connection_id, peer, admitted)
             return ResumedBrowser(connection, old, "away" in place)
         raise InvalidToken
 
