@@ -297,8 +297,7 @@ class SendRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PingRequest:
-    pass
+class PingRequest: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,13 +311,11 @@ class AdmitRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class LockRequest:
-    pass
+class LockRequest: ...
 
 
 @dataclass(frozen=True, slots=True)
-class UnlockRequest:
-    pass
+class UnlockRequest: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,13 +324,11 @@ class ResumeRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class EndRequest:
-    pass
+class EndRequest: ...
 
 
 @dataclass(frozen=True, slots=True)
-class LeaveRequest:
-    pass
+class LeaveRequest: ...
 
 
 ClientRequest = (
