@@ -180,6 +180,36 @@ def test_items_ttl_deleted_before_the_session_item_do_not_upset_the_cleanup(rela
     assert state.peers == {}
 
 
+def test_a_browser_whose_place_ttl_deletes_first_is_told_once_and_the_count_drops_once(
+    relay: Gateway, dynamodb: Any
+) -> None:
+    """TTL deletes in no set order. A present browser whose place goes before the session
+    item is told by its place's record (the session's clean-up no longer finds it); the
+    other browser by the session's; each once, however often the stream delivers them."""
+    _, code = relay.register()
+    (first, first_peer), (second, _) = relay.join(code), relay.join(code)
+    expire_item(dynamodb, session_key(code))
+    place_key = {"pk": {"S": f"S#{code}"}, "sk": {"S": f"P#{first_peer}"}}
+    expire_item(dynamodb, place_key)
+    place = dynamodb.get_item(TableName=TABLE_NAME, Key=place_key)["Item"]
+    dynamodb.delete_item(TableName=TABLE_NAME, Key=place_key)
+    place_removal = stream_removal_record(place)
+
+    assert invoke_expiry(relay, [place_removal, place_removal]) == NO_FAILURES
+    assert session_closed_count(relay, first) == 1
+    assert not is_bound(dynamodb, first)
+    assert session_closed_count(relay, second) == 0
+    assert debug_count(relay) == 1  # the session's own record lowers it
+
+    assert invoke_expiry(relay, [ttl_removal(dynamodb, code)]) == NO_FAILURES
+    assert session_closed_count(relay, first) == 1
+    assert session_closed_count(relay, second) == 1
+    assert debug_count(relay) == 0
+    state = assert_invariants(relay, dynamodb)
+    assert state.sessions == {}
+    assert state.peers == {}
+
+
 def test_reads_ignore_a_session_past_its_expiry_that_ttl_has_not_deleted_yet(relay: Gateway, dynamodb: Any) -> None:
     _, code = relay.register()
     expire_item(dynamodb, session_key(code))

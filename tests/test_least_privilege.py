@@ -153,6 +153,11 @@ def exercise_every_path(gw: Gateway) -> None:
     _, code5 = gw.register()
     gw.join(code5)
     gw.expire(code5)
+    # One whose browser's place TTL removed before the session item.
+    _, code7 = gw.register()
+    _, peer7 = gw.join(code7)
+    gw.expire_place_first(code7, peer7)
+    gw.expire(code7)
 
     exercise_resumable_sessions(gw)
 

@@ -21,6 +21,7 @@ from relay.model import (
     BrowserConnection,
     CodeSpaceExhausted,
     EndedSession,
+    ExpiredPlace,
     ExpiredSession,
     HoldRefused,
     InvalidCode,
@@ -39,7 +40,7 @@ from relay.ports import SessionStore
 from relay.protocol import MAC_PEER
 from relay.settings import Settings
 from relay.store import DynamoDbStore
-from relay.store.expiry import expired_session_from_record
+from relay.store.expiry import expired_place_from_record, expired_session_from_record
 
 from tests.support.aws import TABLE_NAME
 from tests.support.memory_store import MemoryStore
@@ -76,6 +77,7 @@ class Subject:
     store: SessionStore
     clock: Clock
     delete_by_ttl: Callable[[str], ExpiredSession]  # plays DynamoDB's TTL on a session
+    delete_place_by_ttl: Callable[[str, str], ExpiredPlace | None]  # and on a browser's place
 
 
 def _dynamodb_subject(client: Any) -> Subject:
@@ -89,13 +91,19 @@ def _dynamodb_subject(client: Any) -> Subject:
         assert expired is not None
         return expired
 
-    return Subject(DynamoDbStore(client, SETTINGS, clock=clock), clock, delete_by_ttl)
+    def delete_place_by_ttl(code: str, peer: str) -> ExpiredPlace | None:
+        key = {"pk": {"S": f"S#{code}"}, "sk": {"S": f"P#{peer}"}}
+        old = client.get_item(TableName=TABLE_NAME, Key=key)["Item"]
+        client.delete_item(TableName=TABLE_NAME, Key=key)
+        return expired_place_from_record(ttl_removal_record(TABLE_NAME, old))
+
+    return Subject(DynamoDbStore(client, SETTINGS, clock=clock), clock, delete_by_ttl, delete_place_by_ttl)
 
 
 def _memory_subject() -> Subject:
     clock = Clock()
     store = MemoryStore(SETTINGS, clock=clock)
-    return Subject(store, clock, store.delete_expired_session)
+    return Subject(store, clock, store.delete_expired_session, store.delete_expired_place)
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
@@ -537,6 +545,37 @@ def test_releasing_an_expired_session_leaves_a_new_one_with_its_code_alone(subje
 
 
 # ---- resumable sessions ---------------------------------------------------------------
+
+
+def test_a_place_deleted_by_ttl_before_its_session_is_released_once_when_the_session_has_ended(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    code = store.register_mac_client(Registration("mac", "c"))
+    join(store, code, "b1", "p1")
+    join(store, code, "b2", "p2")
+    subject.clock.now += SETTINGS.session_ttl_seconds + 1  # everything past its expiry
+    place = subject.delete_place_by_ttl(code, "p1")  # TTL takes the place first
+    assert place == ExpiredPlace(code, "p1", "b1", "mac")
+
+    assert store.release_expired_place(place) is True
+    assert store.release_expired_place(place) is False  # delivered again: told once
+    assert store.get_connection("b1") is None
+    # The session's own clean-up then finds the other browser only.
+    ended = store.release_expired_session(subject.delete_by_ttl(code))
+    assert ended == EndedSession(code, [Browser("p2", "b2")])
+    assert store.session_count() == 0
+
+
+def test_a_place_deleted_by_ttl_while_its_session_lives_changes_nothing(subject: Subject) -> None:
+    store = subject.store
+    code = store.register_mac_client(Registration("mac", "c"))
+    join(store, code, "b1", "p1")
+    place = subject.delete_place_by_ttl(code, "p1")
+    assert place is not None
+
+    assert store.release_expired_place(place) is False
+    assert store.get_connection("b1") == BrowserConnection("b1", code, "p1", "mac")
 
 
 def _resumable(store: SessionStore, connection_id: str = "mac") -> str:

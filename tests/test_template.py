@@ -56,7 +56,7 @@ DYNAMODB_ACTIONS: dict[str, set[str]] = {
     "AdmitFunction": {"GetItem", "PutItem", "ConditionCheckItem", "UpdateItem", "DeleteItem", "Query"},
     "LockFunction": {"GetItem", "UpdateItem"},
     "UnlockFunction": {"GetItem", "UpdateItem"},
-    "ExpiryFunction": {"PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "ExpiryFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     "ResumeFunction": {
         "BatchGetItem",
         "GetItem",

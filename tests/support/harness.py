@@ -232,6 +232,24 @@ class Gateway:
         client.delete_item(TableName=table, Key=key)
         return self.deliver_stream_records([ttl_removal_record(table, old)])
 
+    def expire_place_first(self, code: str, peer: str) -> dict[str, Any]:
+        """Play DynamoDB's TTL once the session is past its expiry, deleting a browser's
+        place before the session item (TTL keeps no order); deliver that record."""
+        import boto3  # noqa: PLC0415
+
+        client = boto3.client("dynamodb")
+        table = os.environ["TABLE_NAME"]
+        client.update_item(
+            TableName=table,
+            Key={"pk": {"S": f"S#{code}"}, "sk": {"S": "#META"}},
+            UpdateExpression="SET expires_at = :past",
+            ExpressionAttributeValues={":past": {"N": "1"}},
+        )
+        key = {"pk": {"S": f"S#{code}"}, "sk": {"S": f"P#{peer}"}}
+        old = client.get_item(TableName=table, Key=key)["Item"]
+        client.delete_item(TableName=table, Key=key)
+        return self.deliver_stream_records([ttl_removal_record(table, old)])
+
     def deliver_stream_records(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         ((function_id, handler),) = self.stream_functions.items()
         self.current_function = function_id

@@ -24,6 +24,7 @@ from relay.model import (
     CodeSpaceExhausted,
     Connection,
     EndedSession,
+    ExpiredPlace,
     ExpiredSession,
     HeldMessage,
     HoldRefused,
@@ -568,6 +569,26 @@ class MemoryStore:
             self._markers[marker] = self._now() + MARKER_SECONDS
             self._count -= 1
             return EndedSession(expired.code, browsers)
+
+    def release_expired_place(self, expired: ExpiredPlace) -> bool:
+        with self._lock:
+            session = self._session(expired.code)
+            if session is not None and session.mac_connection_id == expired.mac_connection_id:
+                return False
+            connection = self._connections.get(expired.connection_id)
+            if connection is None or connection.code != expired.code or connection.peer != expired.peer:
+                return False
+            del self._connections[expired.connection_id]
+            return True
+
+    def delete_expired_place(self, code: str, peer: str) -> ExpiredPlace | None:
+        """Play DynamoDB's TTL: delete a browser's place; what its stream record says
+        (None for an away browser's, which the expiry function passes over)."""
+        with self._lock:
+            record = self._peers.pop((code, peer))
+            if record.away is not None:
+                return None
+            return ExpiredPlace(code, peer, record.connection_id, record.mac_connection_id)
 
     def delete_expired_session(self, code: str) -> ExpiredSession:
         """Play DynamoDB's TTL: delete the session item; what its stream record says."""

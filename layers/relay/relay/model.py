@@ -186,6 +186,17 @@ class ExpiredSession:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiredPlace:
+    """A browser's place DynamoDB's TTL deleted: TTL keeps no order, so perhaps before
+    its session's item, whose clean-up then no longer finds this browser."""
+
+    code: str
+    peer: str
+    connection_id: str
+    mac_connection_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Absence:
     """A holder that went away: what the grace timer carries and checks when it fires.
 

@@ -20,6 +20,7 @@ from relay.model import (
     BrowserConnection,
     CodeSpaceExhausted,
     Delivery,
+    ExpiredPlace,
     ExpiredSession,
     HoldRefused,
     InvalidCode,
@@ -437,6 +438,13 @@ class Relay:
         self.connections.post_many({b.connection_id: protocol.session_closed() for b in ended.browsers if not b.away})
         self.store.forget_connection(expired.mac_connection_id)
         self.connections.close(expired.mac_connection_id)
+
+    def expire_place(self, expired: ExpiredPlace) -> None:
+        """DynamoDB's TTL removed a browser's place before its session's item: the
+        session's clean-up cannot find this browser any more, so it is told here."""
+        if self.store.release_expired_place(expired):
+            logger.info("browser's place expired", extra={"peer": expired.peer})
+            self.connections.post(expired.connection_id, protocol.session_closed())
 
     def remove_browser(self, browser: BrowserConnection) -> None:
         if not self.store.remove_browser(browser):

@@ -21,6 +21,7 @@ from relay.model import (
     Connection,
     Delivery,
     EndedSession,
+    ExpiredPlace,
     ExpiredSession,
     HeldMessage,
     Joining,
@@ -150,6 +151,12 @@ class SessionStore(Protocol):
     def release_expired_session(self, expired: ExpiredSession) -> EndedSession | None:
         """After TTL deleted a session: drop the count and unbind its browsers, exactly
         once however often the stream delivers it; None if released before."""
+        ...
+
+    def release_expired_place(self, expired: ExpiredPlace) -> bool:
+        """After TTL deleted a browser's place, perhaps before its session's item: unbind
+        its connection if still bound there and the session has ended; True (once) if
+        the browser is to be told."""
         ...
 
     # ---- counter ------------------------------------------------------------------
