@@ -20,7 +20,7 @@ from relay_local.dynamodb import EMBEDDED_CREDENTIALS, EmbeddedDynamoDb, create_
 from relay_local.template import Table
 from websockets.asyncio.client import connect
 
-from tests.support.relay_local import EFFECT_TIMEOUT, FIXTURES, free_port, start_relay_local
+from tests.support.relay_local import EFFECT_TIMEOUT, free_port, start_fixture_gateway
 
 # moto's backends are per process, and this one is pytest's: every test uses its own
 # table name, and the fixture resets moto afterwards.
@@ -138,18 +138,7 @@ def test_dynamodb_endpoint_option_uses_that_endpoint(tmp_path: Path) -> None:
     host, port = external.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        relay = start_relay_local(
-            "--template",
-            str(FIXTURES / "gateway" / "template.yaml"),
-            "--ws-port",
-            "0",
-            "--http-port",
-            "0",
-            "--parameter-overrides",
-            f"RecordDir={tmp_path}",
-            "--dynamodb-endpoint",
-            endpoint,
-        )
+        relay = start_fixture_gateway(tmp_path, "--dynamodb-endpoint", endpoint)
         try:
 
             async def describe() -> dict[str, Any]:

@@ -34,6 +34,7 @@ from tests.support.relay_local import (
     free_port,
     management_client,
     read_records,
+    start_fixture_gateway,
     start_relay_local,
     wait_for_record,
 )
@@ -457,20 +458,7 @@ def test_a_disconnect_delay_keeps_posts_gone_before_disconnect_and_a_stop_cuts_i
 ) -> None:
     """--disconnect-delay: API Gateway's late $disconnect. Within the delay the connection is
     already gone (410) and no $disconnect has run; stopping runs it at once, not after an hour."""
-    process = start_relay_local(
-        "--template",
-        str(FIXTURES / "gateway" / "template.yaml"),
-        "--ws-port",
-        "0",
-        "--http-port",
-        "0",
-        "--parameter-overrides",
-        f"RecordDir={tmp_path}",
-        "--stack-name",
-        "fixture",
-        "--disconnect-delay",
-        "3600",
-    )
+    process = start_fixture_gateway(tmp_path, "--stack-name", "fixture", "--disconnect-delay", "3600")
     try:
 
         async def scenario() -> str:

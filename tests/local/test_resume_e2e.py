@@ -268,14 +268,6 @@ def test_a_token_resumes_once_and_end_voids_every_token_while_a_browser_is_away(
 ) -> None:
     relay = relay_with_limits
 
-    async def attempt(token: str) -> dict[str, Any]:
-        side = Side(relay)
-        await side.open()
-        await side.send({"action": "resume", "token": token})
-        answer = await asyncio.wait_for(side.inbox.get(), EFFECT_TIMEOUT)
-        await side.close()
-        return answer
-
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], int]:
         mac, browser = Side(relay), Side(relay)
         await mac.open()
@@ -288,12 +280,12 @@ def test_a_token_resumes_once_and_end_voids_every_token_while_a_browser_is_away(
         await mac.next("peer_away")
         browser.token = first_token
         resumed = await browser.resume()
-        reused = await attempt(first_token)  # single use: the resume above spent it
+        reused = await _attempt(relay, first_token)  # single use: the resume above spent it
         await browser.close()
         await mac.next("peer_away")
         await mac.send({"action": "end"})
         ended = await mac.next("ended")
-        after_end = await attempt(browser.token)  # the browser's latest token, void with the session
+        after_end = await _attempt(relay, browser.token)  # the browser's latest token, void with the session
         await mac.close()
         return resumed, reused, ended, after_end, _active_sessions(relay)
 

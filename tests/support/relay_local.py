@@ -29,6 +29,7 @@ __all__ = [
     "free_port",
     "management_client",
     "read_records",
+    "start_fixture_gateway",
     "start_project_relay",
     "start_relay_local",
     "wait_for_record",
@@ -175,6 +176,15 @@ def start_project_relay(*arguments: str) -> RelayLocalProcess:
     return start_relay_local(
         "--template", str(ROOT / "template.yaml"), "--ws-port", "0", "--http-port", "0", "--log-level", "WARNING",
         *arguments,
+    )  # fmt: skip
+
+
+def start_fixture_gateway(record_dir: Path, *arguments: str) -> RelayLocalProcess:
+    """relay-local serving tests/local/fixtures/gateway (functions that record their
+    events in `record_dir`) on free ports; later arguments add to these."""
+    return start_relay_local(
+        "--template", str(FIXTURES / "gateway" / "template.yaml"), "--ws-port", "0", "--http-port", "0",
+        "--parameter-overrides", f"RecordDir={record_dir}", *arguments,
     )  # fmt: skip
 
 
