@@ -41,14 +41,20 @@ def dynamodb(aws_environment: None) -> Iterator[Any]:
     from moto import mock_aws  # noqa: PLC0415
 
     with mock_aws():
-        session = boto3_session()
-        client = session.client("dynamodb")
+        client = boto3_session().client("dynamodb")
         create_sessions_table(client)
-        os.environ["GRACE_QUEUE_URL"] = create_grace_queue(session.client("sqs"))
-        try:
-            yield client
-        finally:
-            os.environ.pop("GRACE_QUEUE_URL", None)
+        yield client
+
+
+@pytest.fixture
+def grace_queue(dynamodb: Any) -> Iterator[str]:
+    """The grace timer's queue, for tests where a resumable session's holder goes away
+    (without GRACE_QUEUE_URL the relay has no timer, and such a test fails loudly)."""
+    os.environ["GRACE_QUEUE_URL"] = url = create_grace_queue(boto3_session().client("sqs"))
+    try:
+        yield url
+    finally:
+        os.environ.pop("GRACE_QUEUE_URL", None)
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ from relay import protocol
 
 from tests.support.harness import Gateway
 
+# Holders of resumable sessions go away here: their grace timers need the queue.
+pytestmark = pytest.mark.usefixtures("grace_queue")
+
 TRANSACTION_PARTS = {
     "Put": "PutItem",
     "Update": "UpdateItem",

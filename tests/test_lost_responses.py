@@ -31,6 +31,9 @@ from tests.support.harness import Gateway
 from tests.support.invariants import assert_invariants, debug_count, read_table
 from tests.support.lost_responses import IdempotentTransactions, LostResponses
 
+# Holders of resumable sessions go away here: their grace timers need the queue.
+pytestmark = pytest.mark.usefixtures("grace_queue")
+
 Message = dict[str, Any]
 # The join's write (it binds the connection as a browser), whatever else auth writes.
 JOIN = "REMOVE failed_auths"

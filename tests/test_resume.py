@@ -18,6 +18,9 @@ from relay.protocol import ErrorCode, MessageType
 from tests.support.harness import Gateway
 from tests.support.messages import active_sessions, auth, send, table_items
 
+# Holders of resumable sessions go away here: their grace timers need the queue.
+pytestmark = pytest.mark.usefixtures("grace_queue")
+
 Reply = dict[str, Any]
 
 
