@@ -47,6 +47,8 @@ class RelayScript:
     resume_reply: str = "ok"
     # What `resumed` lists for a mac-client (objects {"peer", "state"}).
     resume_peers: list[dict[str, str]] = field(default_factory=list)
+    # The mac-client's state that `resumed` gives a browser: "present" or "away".
+    mac_state: str = "present"
     # Messages sent right after the next `resumed` (the frames the relay held), then cleared.
     held: list[dict[str, Any]] = field(default_factory=list)
     # Answer `end` with `ended` (False: say nothing, as a relay that lost the message).
@@ -199,7 +201,9 @@ class ScriptedRelay:
             "type": protocol.MessageType.RESUMED.value,
             "role": role,
             "code": self.code or next(iter(self.script.accept_codes)),
-            "peers": list(self.script.resume_peers) if role == "mac" else [],
+            "peers": list(self.script.resume_peers)
+            if role == "mac"
+            else [{"peer": protocol.MAC_PEER, "state": self.script.mac_state}],
             "resume_token": self._new_token(role),
         }
         if role == "browser":

@@ -379,6 +379,32 @@ def test_after_resuming_held_frames_open_with_the_old_keys_then_each_present_bro
         assert sends_to(relay, "pplain01") == []
 
 
+def test_no_rekey_after_resuming_for_a_browser_whose_new_commit_was_answered(relay: ScriptedRelay) -> None:
+    """The browser started over itself (it resumed while we were away): our rekey would make
+    its reveal arrive out of turn, rejected on our side, and start a second agreement."""
+
+    async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+        await recorder.wait_for("registered")
+        relay.push(protocol.peer_joined(PRESENT))
+        await handshake(relay, recorder, PRESENT)
+        await recorder.wait_for("encryption")
+        browser = e2e.BrowserHandshake(CODE, PRESENT)
+        relay.push(protocol.frame(PRESENT, browser.commit_message()))
+        key = await wait_for_send(relay, PRESENT, 2)
+        relay.script.resume_peers = [{"peer": PRESENT, "state": "present"}]
+        relay.drop()
+        await recorder.wait_for("resumed")
+        reveal, channel = browser.on_key(key)
+        relay.push(protocol.frame(PRESENT, reveal))
+        await recorder.wait_for("encryption", count=2)
+        lines.type(f"@{PRESENT} sealed with the agreement it started")
+        assert channel.open(await wait_for_send(relay, PRESENT, 3)) == "sealed with the agreement it started"
+
+    recorder = run_scenario(settings_for(relay), scenario)
+    assert e2e.rekey_message() not in sends_to(relay, PRESENT)
+    assert recorder.of("rejected") == []
+
+
 def test_a_browser_that_comes_back_and_commits_again_still_has_its_earlier_frames_opened(
     relay: ScriptedRelay,
 ) -> None:
