@@ -51,6 +51,9 @@ class RelayScript:
     mac_state: str = "present"
     # Messages sent right after the next `resumed` (the frames the relay held), then cleared.
     held: list[dict[str, Any]] = field(default_factory=list)
+    # Messages sent right before the next `resumed` (a frame that the relay posted straight
+    # to the resuming connection: docs/PROTOCOL.md, Held frames), then cleared.
+    before_resumed: list[dict[str, Any]] = field(default_factory=list)
     # Answer `end` with `ended` (False: say nothing, as a relay that lost the message).
     answer_end: bool = True
 
@@ -208,6 +211,9 @@ class ScriptedRelay:
         }
         if role == "browser":
             resumed["peer"] = "pbrowser1"
+        early, self.script.before_resumed = self.script.before_resumed, []
+        for message in early:
+            await connection.send(protocol.encode(message))
         await connection.send(protocol.encode(resumed))
         held, self.script.held = self.script.held, []
         for message in held:

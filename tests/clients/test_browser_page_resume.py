@@ -255,6 +255,23 @@ def test_frames_held_for_the_page_open_with_the_old_keys_then_a_new_agreement_is
     assert new.open(wait_for_send(relay, 5)) == "sealed anew"
 
 
+def test_a_frame_that_comes_before_resumed_is_shown(
+    browser_page: Page, static_site: str, silent_mac: ScriptedRelay
+) -> None:
+    """The relay may post a frame straight to the resuming connection, before `resumed`."""
+    page = browser_page
+    relay = silent_mac
+    open_page(page, static_site, relay.url)
+    pair(page)
+    old = play_mac(relay)
+    expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+    relay.script.before_resumed = [protocol.frame(protocol.MAC_PEER, old.seal("straight to the new connection"))]
+    relay.drop()
+    assert wait_for_send(relay, 3)["hs"] == "commit"
+    expect(page.locator(".entry-mac .entry-text")).to_have_text(["straight to the new connection"])
+    expect(page.locator(".entry-rejected")).to_have_count(0)
+
+
 def test_after_a_reload_held_frames_cannot_be_opened_and_are_reported(
     browser_page: Page, static_site: str, silent_mac: ScriptedRelay
 ) -> None:

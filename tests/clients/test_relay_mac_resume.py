@@ -89,6 +89,25 @@ def test_a_drop_resumes_the_same_session_with_the_latest_token_each_time(relay: 
     assert len(recorder.of("registered")) == 1
 
 
+def test_a_frame_that_comes_before_resumed_is_shown_not_dropped(relay: ScriptedRelay) -> None:
+    """A browser's frame sent while the relay resumes us may be posted straight to the new
+    connection before `resumed` (the relay's hold meets a holder that is back)."""
+
+    async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+        await recorder.wait_for("registered")
+        relay.push(protocol.peer_joined(PRESENT))
+        await recorder.wait_for("peer_joined")
+        relay.script.resume_peers = [{"peer": PRESENT, "state": "present"}]
+        relay.script.before_resumed = [protocol.frame(PRESENT, "sent while we resumed")]
+        relay.script.held = [protocol.frame(PRESENT, "held for us")]
+        relay.drop()
+        await recorder.wait_for("frame", count=2)
+
+    recorder = run_scenario(settings_for(relay, e2e=False), scenario)
+    assert [e["data"] for e in recorder.of("frame")] == ["sent while we resumed", "held for us"]
+    assert recorder.kinds().index("resumed") < recorder.kinds().index("frame")
+
+
 def test_resumed_lists_present_away_and_pending_browsers_and_away_and_back_move_them() -> None:
     script = RelayScript(
         resume_peers=[
