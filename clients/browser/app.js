@@ -394,8 +394,15 @@ function onResumed(message) {
     showNotice(UI_MESSAGES.waiting);
     return;
   }
-  setPhase("paired");
+  // `resumed` lists the Mac's state: a page that comes back while its Mac is away gets no
+  // `peer_away`, only the `peer_back` that ends it.
+  const peers = Array.isArray(message.peers) ? message.peers : [];
+  const macAway = peers.some((entry) => entry && entry.peer === E2E.macPeer && entry.state === "away");
+  setPhase(macAway ? "away" : "paired");
   logSystem(fill(UI_MESSAGES.resumed, { code: spacedCode(state.pairedCode) }));
+  if (macAway) {
+    logSystem(UI_MESSAGES.macAway);
+  }
   startKeepalive();
   // A new key agreement; the keys of the last one (if this page still has them: not after a
   // reload) open the frames the relay held for us, which arrive right after `resumed`.
@@ -931,7 +938,7 @@ async function x25519Supported() {
 // one (held by the relay while one side was away); dropped once the new keys exist.
 async function startE2e(previous = null) {
   e2eReset();
-  const link = { status: "handshaking", handshake: null, channel: null, previous, timer: 0, note: "", heldPlain: [] };
+  const link = { status: "handshaking", handshake: null, committed: false, channel: null, previous, timer: 0, note: "", heldPlain: [] };
   state.e2e = link;
   refreshPhase();
   if (!window.crypto || !crypto.subtle || !(await x25519Supported())) {
@@ -944,7 +951,7 @@ async function startE2e(previous = null) {
   }
   link.handshake = handshake;
   link.timer = window.setTimeout(() => settlePlain(link, UI_MESSAGES.e2eNoAnswer), E2E_WAIT_MS);
-  send({ action: "send", data: { e2e: E2E.version, hs: "commit", commit: b64urlEncode(handshake.commit) } });
+  link.committed = send({ action: "send", data: { e2e: E2E.version, hs: "commit", commit: b64urlEncode(handshake.commit) } });
 }
 
 function settlePlain(link, note) {
@@ -1049,6 +1056,11 @@ async function onHandshakeStep(link, message) {
   } else if (message.hs === "decline" && link.status === "handshaking") {
     settlePlain(link, UI_MESSAGES.e2eDeclined);
   } else if (message.hs === "rekey") {
+    if (link.status === "handshaking" && link.handshake && link.committed) {
+      // Our own commit is on its way (we resumed too, or reloaded): the Mac's answer to it
+      // is the fresh agreement it asks for. Starting over would leave that answer stale.
+      return;
+    }
     // The Mac lost its keys, or resumed: a fresh agreement. The old keys still open what
     // was sealed before it, until the new ones exist.
     logSystem(UI_MESSAGES.e2eRekey);

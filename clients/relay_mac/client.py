@@ -248,6 +248,8 @@ class MacClient:
         self._ended = asyncio.Event()
         self._ending = False
         self._just_resumed = False
+        # What the relay sent the resuming connection before `resumed` (see _resume).
+        self._before_resumed: list[dict[str, Any]] = []
         self.sessions = 0
         # Counted, not reported: the keepalive is invisible to the person by design.
         self.pings_sent = 0
@@ -384,13 +386,18 @@ class MacClient:
         if token is None or code is None:
             return None
         await connection.send(json.dumps({"action": Action.RESUME.value, "token": token}))
+        # A frame sent to us while the relay resumes us may come straight to this connection,
+        # even before `resumed` (docs/PROTOCOL.md, Held frames): kept, and handled right after.
+        before_resumed: list[dict[str, Any]] = []
         while True:
             message = _decode(await connection.recv())
             if message is None:
                 continue
             kind = message.get("type")
             if kind == MessageType.RESUMED:
-                return _resumed_from(message, code)
+                resumed = _resumed_from(message, code)
+                self._before_resumed = before_resumed
+                return resumed
             if kind == MessageType.ERROR:
                 error_code = str(message.get("error"))
                 text = str(message.get("message") or error_code)
@@ -400,6 +407,7 @@ class MacClient:
                 self.resume_token = None
                 self._sink(events.resume_refused(code, error_code, text))
                 return None
+            before_resumed.append(message)
 
     def _on_resumed(self, resumed: _Resumed) -> None:
         known = set(self.peers) | set(self.away) | set(self.waiting)
@@ -492,6 +500,9 @@ class MacClient:
             ended.cancel()
 
     async def _receive(self, connection: ClientConnection) -> None:
+        early, self._before_resumed = self._before_resumed, []
+        for message_before in early:
+            await self._handle(message_before)
         # Ends when the connection closes; a drop without a close frame ends it the same way.
         with contextlib.suppress(ConnectionClosed):
             async for raw in connection:

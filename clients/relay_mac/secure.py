@@ -159,6 +159,10 @@ class SecureLinks:
         link = self._links.get(peer)
         if not self.enabled or link is None or link.state in (LinkState.UNKNOWN, LinkState.PLAIN):
             return
+        if link.state == LinkState.HANDSHAKING and link.handshake is not None:
+            # We answered its commit (one the relay held for us, say): a fresh agreement is
+            # already under way, and a rekey now would make its reveal arrive out of turn.
+            return
         link.cancel_timer()
         link.previous = link.channel or link.previous
         link.handshake, link.channel, link.state = None, None, LinkState.HANDSHAKING

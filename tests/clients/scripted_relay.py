@@ -47,8 +47,13 @@ class RelayScript:
     resume_reply: str = "ok"
     # What `resumed` lists for a mac-client (objects {"peer", "state"}).
     resume_peers: list[dict[str, str]] = field(default_factory=list)
+    # The mac-client's state that `resumed` gives a browser: "present" or "away".
+    mac_state: str = "present"
     # Messages sent right after the next `resumed` (the frames the relay held), then cleared.
     held: list[dict[str, Any]] = field(default_factory=list)
+    # Messages sent right before the next `resumed` (a frame that the relay posted straight
+    # to the resuming connection: docs/PROTOCOL.md, Held frames), then cleared.
+    before_resumed: list[dict[str, Any]] = field(default_factory=list)
     # Answer `end` with `ended` (False: say nothing, as a relay that lost the message).
     answer_end: bool = True
 
@@ -199,11 +204,16 @@ class ScriptedRelay:
             "type": protocol.MessageType.RESUMED.value,
             "role": role,
             "code": self.code or next(iter(self.script.accept_codes)),
-            "peers": list(self.script.resume_peers) if role == "mac" else [],
+            "peers": list(self.script.resume_peers)
+            if role == "mac"
+            else [{"peer": protocol.MAC_PEER, "state": self.script.mac_state}],
             "resume_token": self._new_token(role),
         }
         if role == "browser":
             resumed["peer"] = "pbrowser1"
+        early, self.script.before_resumed = self.script.before_resumed, []
+        for message in early:
+            await connection.send(protocol.encode(message))
         await connection.send(protocol.encode(resumed))
         held, self.script.held = self.script.held, []
         for message in held:

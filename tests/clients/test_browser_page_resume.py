@@ -149,6 +149,24 @@ def test_the_mac_away_shows_mac_reconnecting_and_back_shows_paired(
     expect(page.locator("#status-text")).to_have_text("Paired \u00b7 session K7M 2QX")
 
 
+def test_a_page_that_resumes_while_its_mac_is_away_shows_mac_reconnecting(
+    browser_page: Page, static_site: str, relay: ScriptedRelay
+) -> None:
+    """It gets no `peer_away` then (it was not connected): `resumed` says the Mac is away."""
+    page = browser_page
+    open_page(page, static_site, relay.url)
+    pair(page)
+    relay.script.mac_state = "away"
+    page.reload()
+    relay.wait_until(lambda: len(relay.messages("resume")) == 1)
+    expect(page.locator("#status")).to_have_attribute("data-state", "away")
+    expect(page.locator("#status-text")).to_have_text("Mac reconnecting\u2026 \u00b7 session K7M 2QX")
+    expect(page.get_by_text(ui_message("macAway"))).to_be_visible()
+    relay.push(peer_back_mac())
+    expect(page.locator("#status")).to_have_attribute("data-state", "paired")
+    expect(page.get_by_text(ui_message("macBack"))).to_be_visible()
+
+
 def test_leave_sends_leave_and_a_reload_then_does_not_resume(
     browser_page: Page, static_site: str, relay: ScriptedRelay
 ) -> None:
@@ -237,6 +255,23 @@ def test_frames_held_for_the_page_open_with_the_old_keys_then_a_new_agreement_is
     assert new.open(wait_for_send(relay, 5)) == "sealed anew"
 
 
+def test_a_frame_that_comes_before_resumed_is_shown(
+    browser_page: Page, static_site: str, silent_mac: ScriptedRelay
+) -> None:
+    """The relay may post a frame straight to the resuming connection, before `resumed`."""
+    page = browser_page
+    relay = silent_mac
+    open_page(page, static_site, relay.url)
+    pair(page)
+    old = play_mac(relay)
+    expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+    relay.script.before_resumed = [protocol.frame(protocol.MAC_PEER, old.seal("straight to the new connection"))]
+    relay.drop()
+    assert wait_for_send(relay, 3)["hs"] == "commit"
+    expect(page.locator(".entry-mac .entry-text")).to_have_text(["straight to the new connection"])
+    expect(page.locator(".entry-rejected")).to_have_count(0)
+
+
 def test_after_a_reload_held_frames_cannot_be_opened_and_are_reported(
     browser_page: Page, static_site: str, silent_mac: ScriptedRelay
 ) -> None:
@@ -253,6 +288,26 @@ def test_after_a_reload_held_frames_cannot_be_opened_and_are_reported(
     expect(page.locator(".entry-rejected")).to_have_attribute("data-reason", "no_keys")
     expect(page.locator(".entry-mac")).to_have_count(0)
     assert wait_for_send(relay, 3)["hs"] == "commit"
+
+
+def test_a_rekey_that_crosses_the_pages_own_commit_is_answered_by_that_commit(
+    browser_page: Page, static_site: str, silent_mac: ScriptedRelay
+) -> None:
+    """Both sides resumed and start over at once: the Mac's answer to the page's commit is
+    the new agreement its rekey asks for. Starting over again would leave that answer
+    stale (rejected, reported to the person) and make a second agreement."""
+    page = browser_page
+    relay = silent_mac
+    open_page(page, static_site, relay.url)
+    pair(page)
+    assert wait_for_send(relay, 1)["hs"] == "commit"
+    relay.push(protocol.frame(protocol.MAC_PEER, e2e.rekey_message()))
+    channel = play_mac(relay)
+    expect(page.locator("#sas")).to_have_text(e2e.spaced_sas(channel.sas))
+    send_message(page, "one agreement")
+    assert channel.open(wait_for_send(relay, 3)) == "one agreement"
+    assert [d.get("hs") for d in browser_sends(relay)[:2]] == ["commit", "reveal"]
+    expect(page.locator(".entry-rejected")).to_have_count(0)
 
 
 def test_the_mac_back_from_away_rekeys_and_earlier_frames_still_open(

@@ -89,6 +89,25 @@ def test_a_drop_resumes_the_same_session_with_the_latest_token_each_time(relay: 
     assert len(recorder.of("registered")) == 1
 
 
+def test_a_frame_that_comes_before_resumed_is_shown_not_dropped(relay: ScriptedRelay) -> None:
+    """A browser's frame sent while the relay resumes us may be posted straight to the new
+    connection before `resumed` (the relay's hold meets a holder that is back)."""
+
+    async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+        await recorder.wait_for("registered")
+        relay.push(protocol.peer_joined(PRESENT))
+        await recorder.wait_for("peer_joined")
+        relay.script.resume_peers = [{"peer": PRESENT, "state": "present"}]
+        relay.script.before_resumed = [protocol.frame(PRESENT, "sent while we resumed")]
+        relay.script.held = [protocol.frame(PRESENT, "held for us")]
+        relay.drop()
+        await recorder.wait_for("frame", count=2)
+
+    recorder = run_scenario(settings_for(relay, e2e=False), scenario)
+    assert [e["data"] for e in recorder.of("frame")] == ["sent while we resumed", "held for us"]
+    assert recorder.kinds().index("resumed") < recorder.kinds().index("frame")
+
+
 def test_resumed_lists_present_away_and_pending_browsers_and_away_and_back_move_them() -> None:
     script = RelayScript(
         resume_peers=[
@@ -377,6 +396,32 @@ def test_after_resuming_held_frames_open_with_the_old_keys_then_each_present_bro
         # No rekey for the away browser (it starts over itself when it resumes), none for a plain one.
         assert e2e.rekey_message() not in sends_to(relay, AWAY)
         assert sends_to(relay, "pplain01") == []
+
+
+def test_no_rekey_after_resuming_for_a_browser_whose_new_commit_was_answered(relay: ScriptedRelay) -> None:
+    """The browser started over itself (it resumed while we were away): our rekey would make
+    its reveal arrive out of turn, rejected on our side, and start a second agreement."""
+
+    async def scenario(client: MacClient, recorder: Recorder, lines: Lines) -> None:
+        await recorder.wait_for("registered")
+        relay.push(protocol.peer_joined(PRESENT))
+        await handshake(relay, recorder, PRESENT)
+        await recorder.wait_for("encryption")
+        browser = e2e.BrowserHandshake(CODE, PRESENT)
+        relay.push(protocol.frame(PRESENT, browser.commit_message()))
+        key = await wait_for_send(relay, PRESENT, 2)
+        relay.script.resume_peers = [{"peer": PRESENT, "state": "present"}]
+        relay.drop()
+        await recorder.wait_for("resumed")
+        reveal, channel = browser.on_key(key)
+        relay.push(protocol.frame(PRESENT, reveal))
+        await recorder.wait_for("encryption", count=2)
+        lines.type(f"@{PRESENT} sealed with the agreement it started")
+        assert channel.open(await wait_for_send(relay, PRESENT, 3)) == "sealed with the agreement it started"
+
+    recorder = run_scenario(settings_for(relay), scenario)
+    assert e2e.rekey_message() not in sends_to(relay, PRESENT)
+    assert recorder.of("rejected") == []
 
 
 def test_a_browser_that_comes_back_and_commits_again_still_has_its_earlier_frames_opened(
