@@ -43,6 +43,15 @@ def silent_mac() -> Iterator[ScriptedRelay]:
         yield server
 
 
+def paired_and_encrypted(page: Page, site: str, relay: ScriptedRelay) -> e2e.Channel:
+    """The page paired, its key agreed with the test playing the mac; the mac's channel."""
+    open_page(page, site, relay.url)
+    pair(page)
+    channel = play_mac(relay)
+    expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+    return channel
+
+
 def stored(page: Page) -> Any:
     return json.loads(page.evaluate(f"window.sessionStorage.getItem({STORAGE_KEY!r})") or "null")
 
@@ -226,12 +235,8 @@ def test_a_frame_that_could_not_be_held_is_explained(
 def test_frames_held_for_the_page_open_with_the_old_keys_then_a_new_agreement_is_made(
     browser_page: Page, static_site: str, silent_mac: ScriptedRelay
 ) -> None:
-    page = browser_page
-    relay = silent_mac
-    open_page(page, static_site, relay.url)
-    pair(page)
-    old = play_mac(relay)
-    expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+    page, relay = browser_page, silent_mac
+    old = paired_and_encrypted(page, static_site, relay)
     relay.script.held = [
         protocol.frame(protocol.MAC_PEER, old.seal("held 1")),
         protocol.frame(protocol.MAC_PEER, old.seal("held 2")),
@@ -259,12 +264,8 @@ def test_a_frame_that_comes_before_resumed_is_shown(
     browser_page: Page, static_site: str, silent_mac: ScriptedRelay
 ) -> None:
     """The relay may post a frame straight to the resuming connection, before `resumed`."""
-    page = browser_page
-    relay = silent_mac
-    open_page(page, static_site, relay.url)
-    pair(page)
-    old = play_mac(relay)
-    expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+    page, relay = browser_page, silent_mac
+    old = paired_and_encrypted(page, static_site, relay)
     relay.script.before_resumed = [protocol.frame(protocol.MAC_PEER, old.seal("straight to the new connection"))]
     relay.drop()
     assert wait_for_send(relay, 3)["hs"] == "commit"
@@ -276,12 +277,8 @@ def test_after_a_reload_held_frames_cannot_be_opened_and_are_reported(
     browser_page: Page, static_site: str, silent_mac: ScriptedRelay
 ) -> None:
     """The keys are not extractable and live in memory only: a reload loses them."""
-    page = browser_page
-    relay = silent_mac
-    open_page(page, static_site, relay.url)
-    pair(page)
-    old = play_mac(relay)
-    expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+    page, relay = browser_page, silent_mac
+    old = paired_and_encrypted(page, static_site, relay)
     relay.script.held = [protocol.frame(protocol.MAC_PEER, old.seal("held"))]
     page.reload()
     expect(page.locator(".entry-rejected")).to_have_count(1)
@@ -313,12 +310,8 @@ def test_a_rekey_that_crosses_the_pages_own_commit_is_answered_by_that_commit(
 def test_the_mac_back_from_away_rekeys_and_earlier_frames_still_open(
     browser_page: Page, static_site: str, silent_mac: ScriptedRelay
 ) -> None:
-    page = browser_page
-    relay = silent_mac
-    open_page(page, static_site, relay.url)
-    pair(page)
-    old = play_mac(relay)
-    expect(page.locator("#e2e-status")).to_have_attribute("data-state", "encrypted")
+    page, relay = browser_page, silent_mac
+    old = paired_and_encrypted(page, static_site, relay)
     relay.push(peer_away_mac())
     expect(page.locator("#status")).to_have_attribute("data-state", "away")
     relay.push(peer_back_mac())

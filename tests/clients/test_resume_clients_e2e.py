@@ -15,6 +15,7 @@ count's answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -295,6 +296,19 @@ def pair(page: Page, code: str) -> None:
     expect(page.locator("#status")).to_have_attribute("data-state", "paired")
 
 
+@contextlib.contextmanager
+def paired_with_page(
+    relay: RelayLocalProcess, page: Page, *mac_args: str
+) -> Iterator[tuple[RunningProcess, MacEvents, str, str]]:
+    """relay-mac paired with the page: the process, its events, the code, the page's peer id."""
+    with start_mac(relay, *mac_args) as mac:
+        events = MacEvents(mac)
+        code = events.take("registered")["code"]
+        open_page(page, relay)
+        pair(page, code)
+        yield mac, events, code, events.take("peer_joined")["peer"]
+
+
 def phases(page: Page) -> list[str]:
     return list(page.evaluate("window.__phases"))
 
@@ -399,12 +413,7 @@ class TestForcedCloses:
         self, forced_close_relay: RelayLocalProcess, browser_page: Page
     ) -> None:
         relay, page = forced_close_relay, browser_page
-        with start_mac(relay, *SLOW_RETURN) as mac:
-            events = MacEvents(mac)
-            code = events.take("registered")["code"]
-            open_page(page, relay)
-            pair(page, code)
-            peer = events.take("peer_joined")["peer"]
+        with paired_with_page(relay, page, *SLOW_RETURN) as (mac, events, code, peer):
             secured = events.take("encryption", peer=peer)
             assert secured["encrypted"] is True
             expect(page.locator("#sas")).to_have_text(secured["sas"])
@@ -443,12 +452,7 @@ class TestForcedCloses:
         self, forced_close_relay: RelayLocalProcess, browser_page: Page
     ) -> None:
         relay, page = forced_close_relay, browser_page
-        with start_mac(relay, *SLOW_RETURN) as mac:
-            events = MacEvents(mac)
-            code = events.take("registered")["code"]
-            open_page(page, relay)
-            pair(page, code)
-            peer = events.take("peer_joined")["peer"]
+        with paired_with_page(relay, page, *SLOW_RETURN) as (mac, events, code, peer):
             events.take("encryption", peer=peer, encrypted=True)
             token = stored(page)["token"]
             events.take("disconnected")
@@ -480,12 +484,7 @@ class TestForcedCloses:
         self, forced_close_relay: RelayLocalProcess, browser_page: Page
     ) -> None:
         relay, page = forced_close_relay, browser_page
-        with start_mac(relay, *SLOW_RETURN, "--lock-after-first") as mac:
-            events = MacEvents(mac)
-            code = events.take("registered")["code"]
-            open_page(page, relay)
-            pair(page, code)
-            peer = events.take("peer_joined")["peer"]
+        with paired_with_page(relay, page, *SLOW_RETURN, "--lock-after-first") as (mac, events, code, peer):
             events.take("locked")
             assert refused_join(relay, code) == "invalid_code"
             # relay-mac's connection is closed and resumed; so is the page's (a resume is no
@@ -572,12 +571,7 @@ class TestSteadyConnections:
         self, steady_relay: RelayLocalProcess, browser_page: Page
     ) -> None:
         relay, page = steady_relay, browser_page
-        with start_mac(relay) as mac:
-            events = MacEvents(mac)
-            code = events.take("registered")["code"]
-            open_page(page, relay)
-            pair(page, code)
-            peer = events.take("peer_joined")["peer"]
+        with paired_with_page(relay, page) as (mac, events, code, peer):
             events.take("encryption", peer=peer, encrypted=True)
             token = stored(page)["token"]
             page.reload()
@@ -623,12 +617,7 @@ class TestSteadyConnections:
         self, steady_relay: RelayLocalProcess, browser_page: Page
     ) -> None:
         relay, page = steady_relay, browser_page
-        with start_mac(relay) as mac:
-            events = MacEvents(mac)
-            code = events.take("registered")["code"]
-            open_page(page, relay)
-            pair(page, code)
-            peer = events.take("peer_joined")["peer"]
+        with paired_with_page(relay, page) as (mac, events, code, peer):
             token = stored(page)["token"]
             page.get_by_role("button", name="Leave session").click()
             assert events.take("peer_left", peer=peer) == {"event": "peer_left", "peer": peer, "peers": []}
