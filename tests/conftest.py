@@ -40,7 +40,9 @@ def dynamodb(aws_environment: None) -> Iterator[Any]:
     # Imported here: moto takes seconds to import, and the in-memory tests never need it.
     from moto import mock_aws  # noqa: PLC0415
 
-    with mock_aws():
+    from tests.support.operation_costs import moto_transactions_at_dynamodb_cost  # noqa: PLC0415
+
+    with mock_aws(), moto_transactions_at_dynamodb_cost():
         client = boto3_session().client("dynamodb")
         create_sessions_table(client)
         yield client
