@@ -67,7 +67,7 @@ ALL_FIXTURES = [*WEBSOCKET_MODELS, "debug", "expiry", "grace"]
 CONNECTION_ID = re.compile(r"^[A-Za-z0-9+/]{15}=$")
 
 
-class _TagIgnoringLoader(yaml.SafeLoader):
+class _TagIgnoringLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """Reads template.yaml's structure; CloudFormation tags (!Ref, !Sub...) become plain values."""
 
 

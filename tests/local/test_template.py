@@ -207,9 +207,11 @@ def test_unreadable_templates_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="Template not found"):
         load_template(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
-    broken.write_text("Resources: [unclosed\n")
-    with pytest.raises(TemplateError, match="is not valid YAML"):
+    broken.write_text("Resources:\n  A: [unclosed\n")
+    with pytest.raises(TemplateError, match="is not valid YAML") as invalid:
         load_template(broken)
+    # Where: the line quoted and the column marked, as PyYAML's own parser says it.
+    assert "line 2, column 6:\n      A: [unclosed\n         ^" in str(invalid.value)
     empty = tmp_path / "empty.yaml"
     empty.write_text("Description: nothing\n")
     with pytest.raises(TemplateError, match="has no Resources section"):

@@ -4,6 +4,7 @@ CloudFormation would deploy with given parameters (conditions resolved)."""
 from __future__ import annotations
 
 import copy
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,25 @@ FUNCTION_DIRS = {
 }
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader for CloudFormation short-form tags (!Ref, !Sub, !GetAtt...)."""
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML loader for CloudFormation short-form tags (!Ref, !Sub, !GetAtt...), on
+    libyaml where PyYAML has it (ten times faster than the pure-Python parser)."""
 
 
 _CfnLoader.add_multi_constructor("!", intrinsics_multi_constructor)
 
 
 def load_sam_template(text: str | None = None) -> dict[str, Any]:
-    source = TEMPLATE.read_text(encoding="utf-8") if text is None else text
-    template: dict[str, Any] = yaml.load(source, Loader=_CfnLoader)
+    """`text` (template.yaml by default, parsed once a run), a fresh copy each call."""
+    if text is None:
+        return copy.deepcopy(_parsed_template())
+    template: dict[str, Any] = yaml.load(text, Loader=_CfnLoader)
     return template
+
+
+@cache
+def _parsed_template() -> dict[str, Any]:
+    return load_sam_template(TEMPLATE.read_text(encoding="utf-8"))
 
 
 def translate(sam_template: dict[str, Any], parameter_values: dict[str, Any] | None = None) -> dict[str, Any]:
