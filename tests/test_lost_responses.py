@@ -30,6 +30,7 @@ from tests.support.aws import TABLE_NAME
 from tests.support.harness import Gateway
 from tests.support.invariants import assert_invariants, debug_count, read_table
 from tests.support.lost_responses import IdempotentTransactions, LostResponses
+from tests.support.messages import auth, join_resumable, register_resumable, resume
 
 # Holders of resumable sessions go away here: their grace timers need the queue.
 pytestmark = pytest.mark.usefixtures("grace_queue")
@@ -52,10 +53,6 @@ def lost(gateway: Gateway, idempotency: IdempotentTransactions, monkeypatch: pyt
     injector = LostResponses(lambda: gateway.current_function)
     injector.install(boto3.DEFAULT_SESSION.events)
     return injector
-
-
-def auth(gateway: Gateway, connection_id: str, code: str, source_ip: str | None = None) -> list[Message]:
-    return gateway.message(connection_id, {"action": "auth", "code": code}, source_ip=source_ip)
 
 
 def registered(gateway: Gateway) -> tuple[str, str]:
@@ -226,25 +223,6 @@ RESUME_MAC = "mac_token_hash = :next"
 RESUME_BROWSER = "token_hash = :next REMOVE away"
 
 
-def registered_resumable(gateway: Gateway) -> tuple[str, str, str]:
-    mac = gateway.connect()
-    (reply,) = gateway.message(mac, {"action": "register", "client_id": "mac-1", "resumable": True})
-    assert reply["type"] == MessageType.REGISTERED, reply
-    return mac, reply["code"], reply["resume_token"]
-
-
-def joined_resumable(gateway: Gateway, code: str) -> tuple[str, str, str]:
-    browser = gateway.connect()
-    (reply,) = auth(gateway, browser, code)
-    assert reply["type"] == MessageType.AUTHENTICATED, reply
-    return browser, reply["peer"], reply["resume_token"]
-
-
-def resume(gateway: Gateway, token: str) -> tuple[str, list[Message]]:
-    connection = gateway.connect()
-    return connection, gateway.message(connection, {"action": "resume", "token": token})
-
-
 def address_attempts(dynamodb: Any) -> int:
     """Attempts the address windows hold (claimed, less those given back)."""
     items = dynamodb.scan(TableName=TABLE_NAME, ConsistentRead=True)["Items"]
@@ -263,8 +241,8 @@ def of_type(gateway: Gateway, connection_id: str, message_type: MessageType) -> 
 def test_a_mac_resume_whose_response_is_lost_resumes_once(
     gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, lapsed: bool
 ) -> None:
-    mac, code, token = registered_resumable(gateway)
-    browser, peer, _ = joined_resumable(gateway, code)
+    mac, code, token = register_resumable(gateway)
+    browser, peer, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     assert gateway.message(browser, {"action": "send", "data": "held"}) == []
     attempts_before = address_attempts(dynamodb)
@@ -292,8 +270,8 @@ def test_a_mac_resume_whose_response_is_lost_resumes_once(
 def test_a_browser_resume_whose_response_is_lost_resumes_once(
     gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, lapsed: bool
 ) -> None:
-    mac, code, _ = registered_resumable(gateway)
-    browser, peer, token = joined_resumable(gateway, code)
+    mac, code, _ = register_resumable(gateway)
+    browser, peer, token = join_resumable(gateway, code)
     gateway.disconnect(browser)
     assert gateway.message(mac, {"action": "send", "to": peer, "data": "held"}) == []
     idempotency.enabled = not lapsed
@@ -315,8 +293,8 @@ def test_a_browser_resume_whose_response_is_lost_resumes_once(
 def test_marking_a_mac_client_away_whose_response_is_lost_tells_its_browsers_once(
     gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any
 ) -> None:
-    mac, code, token = registered_resumable(gateway)
-    browser, _, _ = joined_resumable(gateway, code)
+    mac, code, token = register_resumable(gateway)
+    browser, _, _ = join_resumable(gateway, code)
     lost.lose("DisconnectFunction", "TransactWriteItems", contains="SET mac_away")
 
     gateway.disconnect(mac)
@@ -335,8 +313,8 @@ def test_marking_a_mac_client_away_whose_response_is_lost_tells_its_browsers_onc
 def test_a_held_frame_whose_response_is_lost_is_delivered_once(
     gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any
 ) -> None:
-    mac, code, token = registered_resumable(gateway)
-    browser, _, _ = joined_resumable(gateway, code)
+    mac, code, token = register_resumable(gateway)
+    browser, _, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     lost.lose("SendFunction", "TransactWriteItems")
 
@@ -353,8 +331,8 @@ def test_a_held_frame_whose_response_is_lost_is_delivered_once(
 def test_end_whose_response_is_lost_ends_the_session_once(
     gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, resumable: bool
 ) -> None:
-    mac, code = registered_resumable(gateway)[:2] if resumable else registered(gateway)
-    browser = joined_resumable(gateway, code)[0] if resumable else gateway.join(code)[0]
+    mac, code = register_resumable(gateway)[:2] if resumable else registered(gateway)
+    browser = join_resumable(gateway, code)[0] if resumable else gateway.join(code)[0]
     lost.lose("EndFunction", "TransactWriteItems")
 
     assert gateway.message(mac, {"action": "end"}) == [protocol.ended()]
@@ -373,8 +351,8 @@ def test_end_whose_response_is_lost_ends_the_session_once(
 def test_leave_whose_response_is_lost_leaves_once(
     gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any, resumable: bool
 ) -> None:
-    mac, code = registered_resumable(gateway)[:2] if resumable else registered(gateway)
-    browser, peer = joined_resumable(gateway, code)[:2] if resumable else gateway.join(code)
+    mac, code = register_resumable(gateway)[:2] if resumable else registered(gateway)
+    browser, peer = join_resumable(gateway, code)[:2] if resumable else gateway.join(code)
     other, _ = gateway.join(code)
     lost.lose("LeaveFunction", "TransactWriteItems")
 
@@ -394,8 +372,8 @@ def test_leave_whose_response_is_lost_leaves_once(
 def test_grace_expiry_whose_response_is_lost_ends_the_session_once(
     gateway: Gateway, lost: LostResponses, idempotency: IdempotentTransactions, dynamodb: Any
 ) -> None:
-    mac, code, _ = registered_resumable(gateway)
-    browser, _, _ = joined_resumable(gateway, code)
+    mac, code, _ = register_resumable(gateway)
+    browser, _, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     lost.lose("GraceFunction", "TransactWriteItems")
 

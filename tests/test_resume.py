@@ -16,7 +16,15 @@ from relay import protocol, wiring
 from relay.protocol import ErrorCode, MessageType
 
 from tests.support.harness import Gateway
-from tests.support.messages import active_sessions, auth, send, table_items
+from tests.support.messages import (
+    active_sessions,
+    auth,
+    join_resumable,
+    register_resumable,
+    resume,
+    send,
+    table_items,
+)
 
 # Holders of resumable sessions go away here: their grace timers need the queue.
 pytestmark = pytest.mark.usefixtures("grace_queue")
@@ -25,27 +33,6 @@ Reply = dict[str, Any]
 
 
 # ---- helpers -------------------------------------------------------------------------
-
-
-def register_resumable(gateway: Gateway) -> tuple[str, str, str]:
-    """A resumable session: (mac connection, code, mac token)."""
-    mac = gateway.connect()
-    (reply,) = gateway.message(mac, {"action": "register", "client_id": "mac-1", "resumable": True})
-    assert reply["type"] == MessageType.REGISTERED, reply
-    return mac, reply["code"], reply["resume_token"]
-
-
-def join(gateway: Gateway, code: str) -> tuple[str, str, str]:
-    """A browser in the session: (connection, peer id, token)."""
-    browser = gateway.connect()
-    (reply,) = auth(gateway, browser, code)
-    assert reply["type"] == MessageType.AUTHENTICATED, reply
-    return browser, reply["peer"], reply["resume_token"]
-
-
-def resume(gateway: Gateway, token: str, source_ip: str | None = None) -> tuple[str, list[Reply]]:
-    connection = gateway.connect()
-    return connection, gateway.message(connection, {"action": "resume", "token": token}, source_ip=source_ip)
 
 
 def resumed(gateway: Gateway, token: str) -> tuple[str, Reply, list[Reply]]:
@@ -89,7 +76,7 @@ def test_a_resumable_session_hands_out_distinct_url_safe_tokens_kept_only_as_has
     gateway: Gateway, dynamodb: Any
 ) -> None:
     _, code, mac_token = register_resumable(gateway)
-    _, _, browser_token = join(gateway, code)
+    _, _, browser_token = join_resumable(gateway, code)
     for token in (mac_token, browser_token):
         secret = token.rsplit(".", 1)[1]
         assert len(secret) * 6 >= 128
@@ -122,7 +109,7 @@ def test_resumable_must_be_a_boolean(gateway: Gateway, flag: Any) -> None:
 
 def test_a_mac_client_dropped_three_times_gets_every_frame_in_order_once(gateway: Gateway) -> None:
     mac, code, token = register_resumable(gateway)
-    browser, peer, _ = join(gateway, code)
+    browser, peer, _ = join_resumable(gateway, code)
     received: list[Any] = []
     sent: list[Any] = []
     for drop in range(3):
@@ -156,7 +143,7 @@ def test_a_mac_client_dropped_three_times_gets_every_frame_in_order_once(gateway
 
 def test_browsers_hear_peer_away_and_their_frames_are_held_until_the_resume(gateway: Gateway) -> None:
     mac, code, token = register_resumable(gateway)
-    browser, peer, _ = join(gateway, code)
+    browser, peer, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     assert gateway.last(browser) == protocol.peer_away(protocol.MAC_PEER)
     posts_before = gateway.post_calls
@@ -172,7 +159,7 @@ def test_the_sender_gets_peer_away_beyond_max_held_frames_and_nothing_more_is_he
 ) -> None:
     monkeypatch.setenv("MAX_HELD_FRAMES", "2")
     mac, code, token = register_resumable(gateway)
-    browser, _, _ = join(gateway, code)
+    browser, _, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     assert send(gateway, browser, 1) == []
     assert send(gateway, browser, 2) == []
@@ -183,7 +170,7 @@ def test_the_sender_gets_peer_away_beyond_max_held_frames_and_nothing_more_is_he
 
 def test_a_late_disconnect_of_the_old_connection_does_not_throw_the_new_one_out(gateway: Gateway) -> None:
     mac, code, token = register_resumable(gateway)
-    browser, peer, _ = join(gateway, code)
+    browser, peer, _ = join_resumable(gateway, code)
     # The client reconnected before API Gateway's $disconnect for the old socket arrived.
     new_mac, _reply, _ = resumed(gateway, token)
     assert mac in gateway.closed_by_relay  # the superseded connection is closed
@@ -204,7 +191,7 @@ def test_a_token_works_once(gateway: Gateway) -> None:
 
 def test_a_browsers_token_never_resumes_the_mac_client(gateway: Gateway) -> None:
     mac, code, _ = register_resumable(gateway)
-    _, peer, browser_token = join(gateway, code)
+    _, peer, browser_token = join_resumable(gateway, code)
     gateway.disconnect(mac)
     as_mac = browser_token.replace(f".{peer}.", f".{protocol.MAC_PEER}.")
     _, replies = resume(gateway, as_mac)
@@ -257,7 +244,7 @@ def test_bad_tokens_count_against_the_addresss_limit_across_connections(
 def test_two_resumes_racing_with_one_token_exactly_one_wins(gateway: Gateway) -> None:
     """The second resume runs between the first one's reads and its transaction."""
     mac, code, token = register_resumable(gateway)
-    join(gateway, code)
+    join_resumable(gateway, code)
     gateway.disconnect(mac)
     first, second = gateway.connect(), gateway.connect()
     interleaved: list[list[Reply]] = []
@@ -285,7 +272,7 @@ def test_two_resumes_racing_with_one_token_exactly_one_wins(gateway: Gateway) ->
 
 def test_an_away_browser_is_announced_and_gets_the_mac_clients_frames_after_resuming(gateway: Gateway) -> None:
     mac, code, _ = register_resumable(gateway)
-    browser, peer, token = join(gateway, code)
+    browser, peer, token = join_resumable(gateway, code)
     gateway.vanished.add(browser)  # no $disconnect: the mac-client's post meets a 410
     assert send(gateway, mac, "one") == [protocol.peer_away(peer)]
     assert send(gateway, mac, "two", to=peer) == []
@@ -327,8 +314,8 @@ def test_the_resumed_mac_client_sees_each_browsers_state(gateway: Gateway, monke
 
 def test_end_closes_the_session_for_everyone_and_voids_every_token(gateway: Gateway) -> None:
     mac, code, mac_token = register_resumable(gateway)
-    present, _, _ = join(gateway, code)
-    away, _, away_token = join(gateway, code)
+    present, _, _ = join_resumable(gateway, code)
+    away, _, away_token = join_resumable(gateway, code)
     gateway.disconnect(away)
     assert gateway.message(mac, {"action": "end"}) == [protocol.ended()]
     assert gateway.last(present) == protocol.session_closed()
@@ -363,7 +350,7 @@ def test_only_the_mac_client_ends_and_only_browsers_leave(gateway: Gateway) -> N
 
 def test_a_browser_that_left_cannot_resume(gateway: Gateway) -> None:
     _, code, _ = register_resumable(gateway)
-    browser, _, token = join(gateway, code)
+    browser, _, token = join_resumable(gateway, code)
     gateway.message(browser, {"action": "leave"})
     _, replies = resume(gateway, token)
     assert error_of(replies) == ErrorCode.INVALID_TOKEN
@@ -382,7 +369,7 @@ def test_grace_timers_are_delayed_by_resume_grace_seconds(gateway: Gateway, monk
 
 def test_grace_expiry_of_an_away_mac_client_closes_a_silent_browser_and_drops_the_count(gateway: Gateway) -> None:
     mac, code, token = register_resumable(gateway)
-    browser, _, _ = join(gateway, code)
+    browser, _, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     assert gateway.fire_grace_timers() == {"batchItemFailures": []}
     assert gateway.last(browser) == protocol.session_closed()  # without having sent anything
@@ -393,7 +380,7 @@ def test_grace_expiry_of_an_away_mac_client_closes_a_silent_browser_and_drops_th
 
 def test_grace_expiry_of_an_away_browser_removes_it_and_tells_the_mac_client(gateway: Gateway) -> None:
     mac, code, _ = register_resumable(gateway)
-    browser, peer, token = join(gateway, code)
+    browser, peer, token = join_resumable(gateway, code)
     gateway.disconnect(browser)
     assert gateway.last(mac) == protocol.peer_away(peer)
     gateway.fire_grace_timers()
@@ -406,7 +393,7 @@ def test_grace_expiry_of_an_away_browser_removes_it_and_tells_the_mac_client(gat
 
 def test_a_timer_for_a_holder_that_came_back_does_nothing(gateway: Gateway) -> None:
     mac, code, token = register_resumable(gateway)
-    browser, _, _ = join(gateway, code)
+    browser, _, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     new_mac, _, _ = resumed(gateway, token)
     gateway.fire_grace_timers()
@@ -429,7 +416,7 @@ def test_a_resumable_sessions_ttl_is_its_max_lifetime_and_ends_it_as_expired(
 ) -> None:
     monkeypatch.setenv("MAX_SESSION_SECONDS", "100000")
     mac, code, _ = register_resumable(gateway)
-    browser, _, _ = join(gateway, code)
+    browser, _, _ = join_resumable(gateway, code)
     meta = next(i for i in table_items(dynamodb) if i["pk"]["S"] == f"S#{code}" and i["sk"]["S"] == "#META")
     lifetime = int(meta["expires_at"]["N"]) - int(meta["created_at"]["N"])
     assert lifetime == 100000  # not the connection-bound SessionTtlSeconds
@@ -449,7 +436,7 @@ def register_token(gateway: Gateway, mac: str) -> str:
 def test_a_frame_sent_while_its_mac_client_resumes_is_delivered_once_not_stranded(gateway: Gateway) -> None:
     """The resume runs between the browser's read (mac-client away) and its hold."""
     mac, code, token = register_resumable(gateway)
-    browser, peer, _ = join(gateway, code)
+    browser, peer, _ = join_resumable(gateway, code)
     gateway.disconnect(mac)
     resumed_on: list[str] = []
 
