@@ -383,8 +383,8 @@ def _private(private: X25519PrivateKey | None) -> X25519PrivateKey:
     return private if private is not None else X25519PrivateKey.generate()
 
 
-class BrowserHandshake:
-    """The initiator: `commit()` to send, then `on_key(message)` gives the reveal and the channel."""
+class _Side:
+    """One side of a handshake: the session, the two peers, a fresh key pair (or the given one)."""
 
     def __init__(
         self, code: str, browser_peer: str, mac_peer: str = MAC_PEER, private: X25519PrivateKey | None = None
@@ -394,6 +394,15 @@ class BrowserHandshake:
         self.mac_peer = mac_peer
         self._private = _private(private)
         self.public = public_bytes(self._private.public_key())
+
+
+class BrowserHandshake(_Side):
+    """The initiator: `commit()` to send, then `on_key(message)` gives the reveal and the channel."""
+
+    def __init__(
+        self, code: str, browser_peer: str, mac_peer: str = MAC_PEER, private: X25519PrivateKey | None = None
+    ) -> None:
+        super().__init__(code, browser_peer, mac_peer, private)
         self.commit = commitment(self.public)
 
     def commit_message(self) -> dict[str, Any]:
@@ -410,18 +419,10 @@ class BrowserHandshake:
         return reveal_message(self.public), Channel(keys, is_mac=False)
 
 
-class MacHandshake:
+class MacHandshake(_Side):
     """The responder, one per browser: `on_commit` gives the key message, `on_reveal` the channel."""
 
-    def __init__(
-        self, code: str, browser_peer: str, mac_peer: str = MAC_PEER, private: X25519PrivateKey | None = None
-    ) -> None:
-        self.code = code
-        self.browser_peer = browser_peer
-        self.mac_peer = mac_peer
-        self._private = _private(private)
-        self.public = public_bytes(self._private.public_key())
-        self.commit: bytes | None = None
+    commit: bytes | None = None  # the browser's, once on_commit has it
 
     def on_commit(self, message: Mapping[str, Any]) -> dict[str, Any]:
         if handshake_step(message) != Step.COMMIT:
