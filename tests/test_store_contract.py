@@ -705,8 +705,8 @@ def test_held_messages_expire_with_the_grace_period(subject: Subject) -> None:
 # ---- resumable sessions with issue 10's limits, bans and lock --------------------------
 
 
-def test_a_kicks_ban_follows_the_session_when_its_mac_client_resumes(subject: Subject) -> None:
-    store = subject.store
+def _kicked_from_resumable(store: SessionStore) -> str:
+    """A resumable session whose mac-client kicked browser p1, which had joined from IP."""
     code = _resumable(store)
     session = store.validate_session_code(code)
     assert session is not None
@@ -714,6 +714,12 @@ def test_a_kicks_ban_follows_the_session_when_its_mac_client_resumes(subject: Su
     browser = store.get_connection("b1")
     assert isinstance(browser, BrowserConnection)
     assert store.remove_browser(browser, ban_address=IP) is True
+    return code
+
+
+def test_a_kicks_ban_follows_the_session_when_its_mac_client_resumes(subject: Subject) -> None:
+    store = subject.store
+    code = _kicked_from_resumable(store)
 
     store.mark_mac_away(code, "mac")
     store.resume_mac(Resumption(code, MAC_PEER, f"mac-hash-{code}", "next", "mac2"))
@@ -731,13 +737,7 @@ def test_a_kicks_ban_follows_the_session_when_its_mac_client_resumes(subject: Su
 
 def test_a_kicks_ban_in_a_resumable_session_lasts_as_long_as_the_session(subject: Subject) -> None:
     store = subject.store
-    code = _resumable(store)
-    session = store.validate_session_code(code)
-    assert session is not None
-    store.add_browser(Joining("b1", session, "p1", token_hash="hash-p1", claim=store.claim_attempt("b1", IP)))
-    browser = store.get_connection("b1")
-    assert isinstance(browser, BrowserConnection)
-    store.remove_browser(browser, ban_address=IP)
+    code = _kicked_from_resumable(store)
 
     subject.clock.now += TTL + 1  # past a connection's lifetime, within the session's
     assert store.validate_session_code(code) is not None
