@@ -34,6 +34,7 @@ from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
 from tests.support.aws import REGION, TABLE_NAME, create_grace_queue, create_sessions_table, reset_relay_caches
+from tests.support.codes import other_well_formed_code
 from tests.support.files import load_template
 from tests.support.harness import Gateway
 from tests.support.invariants import (
@@ -78,12 +79,6 @@ typed_forms: dict[str, Callable[[str], str]] = {
     "dashed": lambda code: f"{code[:3]}-{code[3:]}".lower(),
     "spaced": lambda code: f"  {code[:2]} {code[2:4]} {code[4:]} ",
 }
-
-
-def wrong_code(code: str) -> str:
-    """A well-formed code one character away from `code`."""
-    alphabet = protocol.CODE_ALPHABET
-    return code[:-1] + alphabet[(alphabet.index(code[-1]) + 1) % len(alphabet)]
 
 
 json_data = st.one_of(
@@ -224,7 +219,7 @@ class RelayMachine(RuleBasedStateMachine):
 
     @rule(which=pick, code=pick)
     def auth_with_a_wrong_code(self, which: int, code: int) -> None:
-        guess = wrong_code(self.code(code))
+        guess = other_well_formed_code(self.code(code))
         received = self.client_says(self.connection(which), {"action": "auth", "code": guess}, must_answer=True)
         if guess not in self.codes:
             assert all(m["type"] != MessageType.AUTHENTICATED for m in received)

@@ -28,6 +28,7 @@ from relay.protocol import (
 )
 from relay.settings import Settings
 
+from tests.support.codes import other_well_formed_code
 from tests.support.memory_store import MemoryStore
 from tests.support.recording_connections import RecordingConnections
 
@@ -78,11 +79,6 @@ def world() -> World:
 
 def error(code: ErrorCode) -> protocol.Message:
     return protocol.error(code)
-
-
-def other_code(code: str) -> str:
-    alphabet = protocol.CODE_ALPHABET
-    return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
 
 
 # ---- register ------------------------------------------------------------------------
@@ -152,14 +148,14 @@ def test_malformed_and_unknown_codes_get_the_same_answer(world: World, typed: st
     _, code = world.register()
 
     assert world.auth(typed)[1] == error(ErrorCode.INVALID_CODE)
-    assert world.auth(other_code(code))[1] == error(ErrorCode.INVALID_CODE)
+    assert world.auth(other_well_formed_code(code))[1] == error(ErrorCode.INVALID_CODE)
 
 
 def test_too_many_failures_on_a_connection_close_it(world: World) -> None:
     _, code = world.register()
     guesser = world.connect()
 
-    replies = [world.auth(other_code(code), guesser)[1] for _ in range(SETTINGS.max_auth_attempts)]
+    replies = [world.auth(other_well_formed_code(code), guesser)[1] for _ in range(SETTINGS.max_auth_attempts)]
 
     assert replies[:-1] == [error(ErrorCode.INVALID_CODE)] * (SETTINGS.max_auth_attempts - 1)
     assert replies[-1] == error(ErrorCode.TOO_MANY_ATTEMPTS)
@@ -169,7 +165,7 @@ def test_too_many_failures_on_a_connection_close_it(world: World) -> None:
 def test_an_address_past_its_failure_limit_is_rate_limited_before_the_code_is_looked_at(world: World) -> None:
     _, code = world.register()
     for _ in range(SETTINGS.auth_failures_per_ip):
-        world.auth(other_code(code))
+        world.auth(other_well_formed_code(code))
 
     assert world.auth(code)[1] == error(ErrorCode.RATE_LIMITED)
     assert world.auth(code, ip="192.0.2.1")[1]["type"] == "authenticated"
@@ -400,9 +396,9 @@ def test_a_refused_claim_looks_nothing_up_and_a_right_code_never_joins(world: Wo
     mac, code = world.register()
     guesser = world.connect()
     for _ in range(SETTINGS.max_auth_attempts - 1):
-        world.auth(other_code(code), guesser)
+        world.auth(other_well_formed_code(code), guesser)
     assert world.last(guesser) == error(ErrorCode.INVALID_CODE)
-    world.auth(other_code(code), guesser)
+    world.auth(other_well_formed_code(code), guesser)
     assert world.last(guesser) == error(ErrorCode.TOO_MANY_ATTEMPTS)
 
     world.auth(code, guesser)
@@ -414,7 +410,7 @@ def test_a_refused_claim_looks_nothing_up_and_a_right_code_never_joins(world: Wo
 def test_the_address_limit_refuses_before_looking(world: World) -> None:
     mac, code = world.register()
     for _ in range(SETTINGS.auth_failures_per_ip):
-        world.auth(other_code(code))
+        world.auth(other_well_formed_code(code))
 
     _, reply = world.auth(code)
 
@@ -444,7 +440,7 @@ def test_a_locked_code_answers_exactly_as_an_unknown_one_and_counts(world: World
     assert world.last(mac) == protocol.locked()
 
     _, locked_reply = world.auth(code)
-    _, unknown_reply = world.auth(other_code(code))
+    _, unknown_reply = world.auth(other_well_formed_code(code))
 
     assert locked_reply == unknown_reply == error(ErrorCode.INVALID_CODE)
     assert world.store.attempts_from(IP) == 2

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from relay import protocol, session_codes
 from relay.protocol import ErrorCode, ProtocolError
 
+from tests.support.codes import other_well_formed_code
+
 
 def test_alphabet_leaves_out_characters_people_confuse() -> None:
     for confusable in "0O1IL":
@@ -156,3 +158,17 @@ def test_client_id_of_exactly_the_maximum_length_is_accepted() -> None:
 def test_no_text_makes_the_parser_raise_anything_but_protocol_errors(body: str) -> None:
     with contextlib.suppress(ProtocolError):
         protocol.parse_client_message(body)
+
+
+def test_the_tests_wrong_codes_are_well_formed_distinct_and_never_the_right_code() -> None:
+    # Wrong guesses made by shifting every character wrap round to the right code after
+    # len(CODE_ALPHABET) shifts; a guessing test once "guessed" its session that way.
+    code = session_codes.generate_session_code()
+    guesses = [other_well_formed_code(code, n) for n in range(1, 3 * len(protocol.CODE_ALPHABET))]
+    assert all(protocol.is_well_formed_code(guess) for guess in guesses)
+    assert code not in guesses
+    assert len(set(guesses)) == len(guesses)
+    last = len(protocol.CODE_ALPHABET) ** protocol.CODE_LENGTH - 1
+    assert other_well_formed_code(code, last) != code
+    with pytest.raises(ValueError):
+        other_well_formed_code(code, last + 1)

@@ -25,8 +25,9 @@ from relay.settings import Settings
 from relay.store import DynamoDbStore
 
 from tests.support.aws import TABLE_NAME
+from tests.support.codes import other_well_formed_code
 from tests.support.harness import Gateway
-from tests.support.messages import active_sessions, auth, other_well_formed_code, send, table_items
+from tests.support.messages import active_sessions, auth, send, table_items
 
 # Calls that only read; anything else writes.
 READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query"})

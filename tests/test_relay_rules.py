@@ -17,9 +17,10 @@ from relay import protocol, session_codes
 from relay.protocol import ErrorCode, MessageType
 
 from tests.support.aws import TABLE_NAME
+from tests.support.codes import other_well_formed_code
 from tests.support.files import load_event
 from tests.support.harness import Gateway
-from tests.support.messages import active_sessions, auth, other_well_formed_code, send, table_items
+from tests.support.messages import active_sessions, auth, send, table_items
 
 Reply = dict[str, Any]
 

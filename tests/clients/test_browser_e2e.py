@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 from relay import protocol
 
 from tests.clients.page_source import page_protocol, ui_message
+from tests.support.codes import other_well_formed_code
 from tests.support.files import ROOT
 from tests.support.processes import RunningProcess, console_script, free_port
 from tests.support.relay_local import RelayLocalProcess, start_project_relay
@@ -64,12 +65,6 @@ def test_the_page_served_by_relay_local_finds_its_websocket_url(
 def as_typed_by_a_person(code: str) -> str:
     """`K7M2QX` as someone might type it from the screen: `k7m-2qx`."""
     return f"{code[:3]}-{code[3:]}".lower()
-
-
-def wrong_code(code: str) -> str:
-    """A well-formed code that is not `code`."""
-    alphabet = protocol.CODE_ALPHABET
-    return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
 
 
 def test_pair_a_browser_and_message_both_ways_then_the_mac_leaves(
@@ -132,7 +127,7 @@ def test_a_wrong_code_is_reported_and_the_right_one_then_pairs(
     with start_mac(relay_local) as mac:
         code = mac.wait_for_event("registered")["code"]
         open_page(page, relay_local)
-        page.locator("#code").press_sequentially(wrong_code(code))
+        page.locator("#code").press_sequentially(other_well_formed_code(code))
         invalid = page_protocol()["errorMessages"]["invalid_code"]
         expect(page.locator("#alert")).to_have_text(invalid)
         expect(page.locator("#code")).to_have_attribute("aria-invalid", "true")
@@ -152,7 +147,7 @@ def test_too_many_wrong_codes_close_the_connection_with_a_clear_message(
     with start_mac(relay_local) as mac:
         code = mac.wait_for_event("registered")["code"]
         open_page(page, relay_local)
-        wrong = wrong_code(code)
+        wrong = other_well_formed_code(code)
         for _ in range(protocol.DEFAULT_MAX_AUTH_ATTEMPTS - 1):
             page.locator("#code").fill("")
             page.locator("#code").press_sequentially(wrong)

@@ -22,12 +22,6 @@ def active_sessions(gateway: Gateway) -> int:
     return int(body.removeprefix(DEBUG_BODY_PREFIX))
 
 
-def other_well_formed_code(code: str) -> str:
-    """A well-formed code that differs from `code` in every position."""
-    alphabet = protocol.CODE_ALPHABET
-    return "".join(alphabet[(alphabet.index(ch) + 1) % len(alphabet)] for ch in code)
-
-
 def send(gateway: Gateway, connection_id: str, data: Any, to: Any = None, **extra: Any) -> list[Reply]:
     body: dict[str, Any] = {"action": protocol.Action.SEND.value, "data": data, **extra}
     if to is not None:
