@@ -297,10 +297,6 @@ class SendRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PingRequest: ...
-
-
-@dataclass(frozen=True, slots=True)
 class KickRequest:
     peer: str
 
@@ -311,24 +307,38 @@ class AdmitRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class LockRequest: ...
-
-
-@dataclass(frozen=True, slots=True)
-class UnlockRequest: ...
-
-
-@dataclass(frozen=True, slots=True)
 class ResumeRequest:
     token: str
 
 
 @dataclass(frozen=True, slots=True)
-class EndRequest: ...
+class _ActionOnly:
+    """A request that is its action alone; each subclass is one such action."""
 
 
-@dataclass(frozen=True, slots=True)
-class LeaveRequest: ...
+class PingRequest(_ActionOnly): ...
+
+
+class LockRequest(_ActionOnly): ...
+
+
+class UnlockRequest(_ActionOnly): ...
+
+
+class EndRequest(_ActionOnly): ...
+
+
+class LeaveRequest(_ActionOnly): ...
+
+
+ActionOnlyRequest = PingRequest | LockRequest | UnlockRequest | EndRequest | LeaveRequest
+_ACTION_ONLY_REQUESTS: Final[dict[Action, type[ActionOnlyRequest]]] = {
+    Action.PING: PingRequest,
+    Action.LOCK: LockRequest,
+    Action.UNLOCK: UnlockRequest,
+    Action.END: EndRequest,
+    Action.LEAVE: LeaveRequest,
+}
 
 
 ClientRequest = (
@@ -421,17 +431,11 @@ def parse_client_message(body: str | None) -> ClientRequest:
         if to is not None and not isinstance(to, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` must be a peer id string.")
         return SendRequest(data=message["data"], to=to)
-    if action == Action.PING:
-        return PingRequest()
     if action in (Action.KICK, Action.ADMIT):
         peer = message.get("peer")
         if not isinstance(peer, str) or not peer:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{action} needs `peer`, a peer id string.")
         return KickRequest(peer) if action == Action.KICK else AdmitRequest(peer)
-    if action == Action.LOCK:
-        return LockRequest()
-    if action == Action.UNLOCK:
-        return UnlockRequest()
     if action == Action.RESUME:
         token = message.get("token")
         if not isinstance(token, str) or not 1 <= len(token) <= RESUME_TOKEN_MAX_LENGTH:
@@ -439,8 +443,6 @@ def parse_client_message(body: str | None) -> ClientRequest:
                 ErrorCode.BAD_REQUEST, f"resume needs `token`, a string of 1 to {RESUME_TOKEN_MAX_LENGTH} characters."
             )
         return ResumeRequest(token)
-    if action == Action.END:
-        return EndRequest()
-    if action == Action.LEAVE:
-        return LeaveRequest()
+    if (action_only := _ACTION_ONLY_REQUESTS.get(action)) is not None:
+        return action_only()
     raise ProtocolError(ErrorCode.UNKNOWN_ACTION)
