@@ -7,6 +7,8 @@ once each. A late $disconnect (relay-local's --disconnect-delay) leaves a post t
 gone connection meeting a 410 first, and must not throw out the connection that resumed
 meanwhile. The grace timer runs through relay-local's SQS event source: an away
 mac-client's session ends, and a silent browser is told, without sending anything.
+Frames beyond MaxHeldFrames are refused with peer_away; the resumed mac-client sees
+each browser's state; leave and end work in v1 sessions too.
 """
 
 from __future__ import annotations
@@ -461,3 +463,126 @@ def test_a_410_before_the_disconnect_holds_the_frame_and_the_late_disconnect_kee
     assert browser_frames == ["still here"]
     assert browser_saw.count("peer_away") == 1
     assert active == 1
+
+
+# ---- held frames beyond the limit, the mac-client's view of its browsers, goodbyes ----
+
+MAX_HELD_FRAMES = 3
+
+
+@pytest.fixture
+def one_worker_relay() -> Iterator[RelayLocalProcess]:
+    # One worker per function: a connection's messages are handled in the order sent, so
+    # which frames are held and which are refused does not depend on scheduling.
+    process = _start(f"MaxHeldFrames={MAX_HELD_FRAMES}", extra=("--workers-per-function", "1"))
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+def test_frames_beyond_max_held_frames_are_refused_with_peer_away_and_never_delivered(
+    one_worker_relay: RelayLocalProcess,
+) -> None:
+    relay = one_worker_relay
+    refused_count = 2
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[Any], list[Any]]:
+        mac, browser, _, _ = await _paired(relay)
+        await mac.close()
+        await browser.next("peer_away")
+        for n in range(MAX_HELD_FRAMES + refused_count):
+            await browser.send({"action": "send", "data": n})
+        refusals = [await browser.next("error") for _ in range(refused_count)]
+        await mac.resume()
+        held = [(await mac.next("frame"))["data"] for _ in range(MAX_HELD_FRAMES)]
+        await browser.next("peer_back")
+        # A frame sent after the resume comes next: nothing refused was held after all.
+        await browser.send({"action": "send", "data": "after"})
+        await mac.next("frame")
+        await mac.send({"action": "end"})
+        await mac.next("ended")
+        await mac.close()
+        await browser.close()
+        return refusals, held, mac.frames
+
+    refusals, held, mac_frames = asyncio.run(scenario())
+    assert [r["error"] for r in refusals] == ["peer_away"] * refused_count
+    assert held == list(range(MAX_HELD_FRAMES))
+    assert mac_frames == [*range(MAX_HELD_FRAMES), "after"]
+
+
+def test_the_resumed_mac_client_sees_each_browsers_state_and_a_bound_connection_cannot_resume(
+    relay: RelayLocalProcess,
+) -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str], dict[str, str]]:
+        mac = Side(relay)
+        await mac.open()
+        await mac.send({"action": "register", "client_id": "mac", "resumable": True, "approve": True})
+        registered = await mac.next("registered")
+        code, mac.token = registered["code"], registered["resume_token"]
+        browsers = {name: Side(relay) for name in ("admitted", "away", "waiting")}
+        pendings: list[dict[str, Any]] = []
+        peers: dict[str, str] = {}
+        for name, browser in browsers.items():
+            await browser.open()
+            await browser.send({"action": "auth", "code": code})
+            pendings.append(await browser.next("pending"))
+            peers[name] = (await mac.next("join_request"))["peer"]
+        for name in ("admitted", "away"):
+            await mac.send({"action": "admit", "peer": peers[name]})
+            await browsers[name].next("authenticated")
+            await mac.next("peer_joined")
+        await browsers["away"].close()
+        await mac.next("peer_away")
+        # The mac-client's own token, on its own (bound) connection.
+        await mac.send({"action": "resume", "token": mac.token})
+        bound = await mac.inbox.get()
+        await mac.close()
+        resumed = await mac.resume()
+        await mac.send({"action": "end"})
+        await mac.next("ended")
+        for side in (mac, *browsers.values()):
+            await side.close()
+        states = {p["peer"]: p["state"] for p in resumed["peers"]}
+        return pendings, bound, states, peers
+
+    pendings, bound, states, peers = asyncio.run(scenario())
+    assert all(p["resume_token"] for p in pendings)
+    assert len({p["resume_token"] for p in pendings}) == len(pendings)
+    assert (bound["type"], bound["error"]) == ("error", "already_bound")
+    assert states == {peers["admitted"]: "present", peers["away"]: "away", peers["waiting"]: "pending"}
+
+
+@pytest.mark.parametrize("resumable", [False, True], ids=["v1", "resumable"])
+def test_leave_and_end_take_effect_at_once(relay: RelayLocalProcess, resumable: bool) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], int, int, str]:
+        mac, leaving, staying = Side(relay), Side(relay), Side(relay)
+        peers: list[str] = []
+        await mac.open()
+        await mac.send({"action": "register", "client_id": "mac", "resumable": resumable})
+        code = (await mac.next("registered"))["code"]
+        for browser in (leaving, staying):
+            await browser.open()
+            await browser.send({"action": "auth", "code": code})
+            authenticated = await browser.next("authenticated")
+            browser.token = authenticated.get("resume_token", "")
+            assert (await mac.next("peer_joined"))["peer"] == authenticated["peer"]
+            peers.append(authenticated["peer"])
+        await leaving.send({"action": "leave"})
+        left = await leaving.next("left")
+        peer_left = await mac.next("peer_left")
+        await mac.send({"action": "end"})
+        ended = await mac.next("ended")
+        closed = await staying.next("session_closed")
+        active = _active_sessions(relay)
+        for side in (mac, leaving, staying):
+            await side.close()
+        return left, peer_left, ended, closed, active, len(leaving.token), peers[0]
+
+    left, peer_left, ended, closed, active, token_length, leaving_peer = asyncio.run(scenario())
+    assert left == {"type": "left"}
+    assert peer_left == {"type": "peer_left", "peer": leaving_peer}
+    assert ended == {"type": "ended"}
+    assert closed == {"type": "session_closed"}
+    assert active == 0
+    # v1 is unchanged: no token unless the session asked to be resumable.
+    assert (token_length > 0) == resumable
