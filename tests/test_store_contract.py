@@ -78,6 +78,8 @@ class Subject:
     clock: Clock
     delete_by_ttl: Callable[[str], ExpiredSession]  # plays DynamoDB's TTL on a session
     delete_place_by_ttl: Callable[[str, str], ExpiredPlace | None]  # and on a browser's place
+    # and on every item past its TTL at once, one kind first ("sessions", "places", "connections")
+    sweep_by_ttl: Callable[[str], list[ExpiredSession | ExpiredPlace]]
 
 
 def _dynamodb_subject(client: Any) -> Subject:
@@ -97,13 +99,39 @@ def _dynamodb_subject(client: Any) -> Subject:
         client.delete_item(TableName=TABLE_NAME, Key=key)
         return expired_place_from_record(ttl_removal_record(TABLE_NAME, old))
 
-    return Subject(DynamoDbStore(client, SETTINGS, clock=clock), clock, delete_by_ttl, delete_place_by_ttl)
+    def sweep_by_ttl(first: str) -> list[ExpiredSession | ExpiredPlace]:
+        def kind(item: dict[str, Any]) -> str:
+            if item["pk"]["S"].startswith("C#"):
+                return "connections"
+            if item["pk"]["S"].startswith("S#"):
+                return {"#META": "sessions"}.get(item["sk"]["S"], "places" if item["sk"]["S"].startswith("P#") else "")
+            return ""
+
+        expired = [
+            item
+            for page in client.get_paginator("scan").paginate(TableName=TABLE_NAME)
+            for item in page["Items"]
+            if "expires_at" in item and int(item["expires_at"]["N"]) <= clock()
+        ]
+        expired.sort(key=lambda item: kind(item) != first)
+        records: list[ExpiredSession | ExpiredPlace] = []
+        for item in expired:
+            client.delete_item(TableName=TABLE_NAME, Key={"pk": item["pk"], "sk": item["sk"]})
+            record = ttl_removal_record(TABLE_NAME, item)
+            removal = expired_session_from_record(record) or expired_place_from_record(record)
+            if removal is not None:
+                records.append(removal)
+        return records
+
+    return Subject(
+        DynamoDbStore(client, SETTINGS, clock=clock), clock, delete_by_ttl, delete_place_by_ttl, sweep_by_ttl
+    )
 
 
 def _memory_subject() -> Subject:
     clock = Clock()
     store = MemoryStore(SETTINGS, clock=clock)
-    return Subject(store, clock, store.delete_expired_session, store.delete_expired_place)
+    return Subject(store, clock, store.delete_expired_session, store.delete_expired_place, store.sweep_by_ttl)
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
@@ -564,6 +592,40 @@ def test_a_place_deleted_by_ttl_before_its_session_is_released_once_when_the_ses
     # The session's own clean-up then finds the other browser only.
     ended = store.release_expired_session(subject.delete_by_ttl(code))
     assert ended == EndedSession(code, [Browser("p2", "b2")])
+    assert store.session_count() == 0
+
+
+@pytest.mark.parametrize("first", ["sessions", "places", "connections"])
+def test_ttl_deleting_a_resumable_sessions_items_at_its_end_in_any_order_leaves_its_connected_browser_to_be_told_once(
+    subject: Subject, first: str
+) -> None:
+    """TTL deletes a session's items in no set order, perhaps all before the expiry
+    function runs. A connection record's TTL is its connection's, not the session's, so
+    the record of a browser still connected at the session's end is there to unbind."""
+    store = subject.store
+    code = _resumable(store)
+    gone = _join_resumable(store, code, "b1", "p1")
+    staying = _join_resumable(store, code, "b2", "p2")
+    # Near the session's end everyone is on a newer connection: API Gateway ends every
+    # connection within two hours. One browser stays away.
+    subject.clock.now += SETTINGS.max_session_seconds - 60
+    assert store.mark_browser_away(gone)
+    assert store.mark_browser_away(staying)
+    store.resume_browser(Resumption(code, "p2", "hash-p2", "next-p2", "b3"))
+    assert store.mark_mac_away(code, "mac") is not None
+    store.resume_mac(Resumption(code, MAC_PEER, f"mac-hash-{code}", "next", "mac2"))
+    assert isinstance(store.get_connection("b3"), BrowserConnection)
+
+    subject.clock.now += 61  # past MaxSessionSeconds from registration
+    assert store.get_connection("b3") is None  # the session is over: the record no longer binds
+    told: list[str] = []
+    for removal in subject.sweep_by_ttl(first):
+        if isinstance(removal, ExpiredSession):
+            ended = store.release_expired_session(removal)
+            told += [b.connection_id for b in (ended.browsers if ended else []) if not b.away]
+        elif store.release_expired_place(removal):
+            told.append(removal.connection_id)
+    assert told == ["b3"]
     assert store.session_count() == 0
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from relay import protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -586,3 +588,69 @@ def test_leave_and_end_take_effect_at_once(relay: RelayLocalProcess, resumable: 
     assert active == 0
     # v1 is unchanged: no token unless the session asked to be resumable.
     assert (token_length > 0) == resumable
+
+
+# The template's least (MinValue): far shorter than a v1 session's TTL, so that the
+# clock relay-local's TTL simulation runs ahead never outruns an open connection's
+# life (API Gateway ends every connection within two hours).
+MAX_SESSION_SECONDS = 60
+
+
+@pytest.fixture
+def short_lived_sessions_relay() -> Iterator[RelayLocalProcess]:
+    process = _start(f"MaxSessionSeconds={MAX_SESSION_SECONDS}")
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+def _ttl_passes(relay: RelayLocalProcess, ahead: float) -> dict[str, Any]:
+    """relay-local's TTL simulation with the clock `ahead` seconds on (`relay-local expire --in`)."""
+    url = f"{relay.http_url}/_relay-local/expire?at={time.time() + ahead}"
+    request = urllib.request.Request(url, method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=EFFECT_TIMEOUT) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def test_a_resumable_session_lives_max_session_seconds_across_resumes_then_ends_as_expired(
+    short_lived_sessions_relay: RelayLocalProcess,
+) -> None:
+    """TTL deletes all of the session's items at once, in no set order; the browser still
+    connected is told, once, and the resumed mac-client's connection is closed."""
+    relay = short_lived_sessions_relay
+    assert MAX_SESSION_SECONDS < protocol.DEFAULT_SESSION_TTL_SECONDS
+
+    async def scenario() -> tuple[list[Any], list[str], int | None, dict[str, Any], list[str], int]:
+        v1_mac = Side(relay)
+        await v1_mac.open()
+        await v1_mac.send({"action": "register", "client_id": "v1"})
+        await v1_mac.next("registered")
+        mac, browser, _, _ = await _paired(relay)
+        await mac.close()
+        await browser.next("peer_away")
+        await mac.resume()
+        await browser.next("peer_back")
+        await browser.send({"action": "send", "data": "before the end"})
+        await mac.next("frame")
+        # Past MaxSessionSeconds from registration: the resumable session ends as expired,
+        # the v1 session (its TTL is SessionTtlSeconds) lives on.
+        _ttl_passes(relay, MAX_SESSION_SECONDS + 60)
+        await browser.next("session_closed")
+        await asyncio.wait_for(mac.closed.wait(), EFFECT_TIMEOUT)
+        refused = await _attempt(relay, mac.token)
+        await v1_mac.send({"action": "ping"})
+        await v1_mac.next("pong")
+        active = _active_sessions(relay)  # the v1 session's
+        await v1_mac.close()
+        await browser.close()
+        told = [m["type"] for m in browser.received]
+        v1_saw = [m["type"] for m in v1_mac.received]
+        return mac.frames, told, mac.close_codes[-1], refused, v1_saw, active
+
+    mac_frames, told, mac_close, refused, v1_saw, active = asyncio.run(scenario())
+    assert mac_frames == ["before the end"]
+    assert told.count("session_closed") == 1
+    assert mac_close == 1000
+    assert refused["error"] == "invalid_token"
+    assert v1_saw == ["registered", "pong"]
+    assert active == 1

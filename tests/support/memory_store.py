@@ -96,9 +96,10 @@ class _ConnectionRecord:
     mac_connection_id: str | None = None
     admitted: bool = True
     failed_auths: int = 0
-    expires_at: int | None = None
+    expires_at: int | None = None  # the connection's TTL, whatever its session's lifetime
     resumable: bool = False
     mac_away: bool = False
+    session_expires_at: int | None = None  # a resumable session's end
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ class MemoryStore:
             record = self._connections.get(connection_id)
             if record is None or not self._live(record.expires_at):
                 return None
+            if record.session_expires_at is not None and not self._live(record.session_expires_at):
+                return None
             if record.role is Role.MAC and record.code is not None:
                 return MacConnection(connection_id, record.code, record.resumable)
             if record.role is Role.BROWSER and record.code is not None:
@@ -274,7 +277,12 @@ class MemoryStore:
                 if address is not None:
                     self._add_to_window(self._registrations, address, start, +1)
                 self._connections[connection_id] = replace(
-                    connection, role=Role.MAC, code=code, expires_at=expires_at, resumable=resumable
+                    connection,
+                    role=Role.MAC,
+                    code=code,
+                    expires_at=self._expires_at(),
+                    resumable=resumable,
+                    session_expires_at=expires_at if resumable else None,
                 )
                 self._sessions[code] = _SessionRecord(
                     connection_id,
@@ -361,9 +369,10 @@ class MemoryStore:
                 session.mac_connection_id,
                 admitted,
                 0,
-                expires_at,
+                self._expires_at(),
                 session.resumable,
                 session.mac_away if session.resumable else False,
+                expires_at if session.resumable else None,
             )
 
     def get_browser(self, code: str, mac_connection_id: str, peer: str) -> Browser | None:
@@ -460,7 +469,7 @@ class MemoryStore:
                 record, mac_connection_id=connection_id, mac_token_hash=new_token_hash, mac_away=None, held_count=0
             )
             self._connections[connection_id] = _ConnectionRecord(
-                Role.MAC, code, expires_at=record.expires_at, resumable=True
+                Role.MAC, code, expires_at=self._expires_at(), resumable=True, session_expires_at=record.expires_at
             )
             self._connections.pop(old, None)
             for browser in browsers:
@@ -506,9 +515,10 @@ class MemoryStore:
                 session.mac_connection_id,
                 place.admitted,
                 0,
-                session.expires_at,
+                self._expires_at(),
                 True,
                 session.mac_away,
+                session.expires_at,
             )
             self._connections.pop(old, None)
             if claim is not None:
@@ -589,6 +599,27 @@ class MemoryStore:
             if record.away is not None:
                 return None
             return ExpiredPlace(code, peer, record.connection_id, record.mac_connection_id)
+
+    def sweep_by_ttl(self, first: str) -> list[ExpiredSession | ExpiredPlace]:
+        """Play DynamoDB's TTL at the clock's time: delete every session, place and
+        connection record past its TTL, those of kind `first` ("sessions", "places" or
+        "connections") first; what their stream records say, in that order."""
+        with self._lock:
+            now = self._now()
+            sessions = [code for code, r in self._sessions.items() if r.expires_at <= now]
+            places = [key for key, r in self._peers.items() if r.expires_at <= now]
+            connections = [c for c, r in self._connections.items() if r.expires_at is not None and r.expires_at <= now]
+            kinds = [first, *(kind for kind in ("sessions", "places", "connections") if kind != first)]
+            records: list[ExpiredSession | ExpiredPlace] = []
+            for kind in kinds:
+                if kind == "sessions":
+                    records += [self.delete_expired_session(code) for code in sessions]
+                elif kind == "places":
+                    records += [r for code, peer in places if (r := self.delete_expired_place(code, peer))]
+                else:
+                    for connection_id in connections:
+                        del self._connections[connection_id]
+            return records
 
     def delete_expired_session(self, code: str) -> ExpiredSession:
         """Play DynamoDB's TTL: delete the session item; what its stream record says."""

@@ -30,7 +30,10 @@ ClientRequestToken derived from API Gateway's request id and the step
 (relay.store.table.client_request_token), so a retry after a lost response is applied
 once.
 
-Every item carries `expires_at`, the table's TTL attribute. Every change that touches
+Every item carries `expires_at`, the table's TTL attribute: a resumable session's items
+expire with the session (MaxSessionSeconds), but a connection record's TTL is always
+the connection's (Table.expires_at), so that it outlives the connection; it keeps its
+resumable session's end in `session_expires_at`. Every change that touches
 more than one item is a transaction (relay.store.table.Table.transact), so a failure
 leaves no partial state. Nothing here scans.
 

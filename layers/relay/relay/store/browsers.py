@@ -95,13 +95,23 @@ class BrowserRecords(ConnectionRecords):
             peer_record["session_created_at"] = {"N": str(session.created_at)}
         peer_item = table.put(peer_record, condition="attribute_not_exists(pk)")
         resumable_values: Item = (
-            {":resumable": {"BOOL": True}, ":mac_away": {"BOOL": session.mac_away}} if session.resumable else {}
+            {
+                ":resumable": {"BOOL": True},
+                ":mac_away": {"BOOL": session.mac_away},
+                ":session_exp": {"N": expires_at},
+            }
+            if session.resumable
+            else {}
         )
         bind_connection = table.update(
             connection_key(connection_id),
             "SET #role = :browser, code = :code, peer = :peer, "
             "mac_connection_id = :mac, admitted = :admitted, expires_at = :exp"
-            + (", resumable = :resumable, mac_away = :mac_away" if session.resumable else "")
+            + (
+                ", resumable = :resumable, mac_away = :mac_away, session_expires_at = :session_exp"
+                if session.resumable
+                else ""
+            )
             + " REMOVE failed_auths",
             {
                 ":browser": {"S": Role.BROWSER.value},
@@ -109,7 +119,7 @@ class BrowserRecords(ConnectionRecords):
                 ":peer": {"S": peer},
                 ":mac": {"S": session.mac_connection_id},
                 ":admitted": {"BOOL": admitted},
-                ":exp": {"N": expires_at},
+                ":exp": {"N": table.expires_at()},
                 **resumable_values,
             },
             condition="attribute_not_exists(#role)",

@@ -7,8 +7,9 @@ from relay.store.table import Item, Section, Table, connection_key, flag, number
 
 
 def connection_from(table: Table, connection_id: str, item: Item | None) -> Connection | None:
-    """The connection a (live) record describes; None for no record or an expired one."""
-    if item is None or not table.live(item):
+    """The connection a (live) record describes; None for no record, an expired one, or
+    one bound to a resumable session whose lifetime (`session_expires_at`) is over."""
+    if item is None or not table.live(item) or _session_over(table, item):
         return None
     role = text(item, "role")
     code = text(item, "code")
@@ -25,6 +26,12 @@ def connection_from(table: Table, connection_id: str, item: Item | None) -> Conn
             mac_away=flag(item, "mac_away", False),
         )
     return UnboundConnection(connection_id=connection_id, failed_auths=number(item, "failed_auths"))
+
+
+def _session_over(table: Table, item: Item) -> bool:
+    # The record outlives its resumable session (its TTL is the connection's, see
+    # Table.expires_at) but no longer binds the connection once the session is over.
+    return "session_expires_at" in item and number(item, "session_expires_at") <= table.now()
 
 
 class ConnectionRecords(Section):

@@ -155,12 +155,14 @@ class ResumeRecords(BrowserRecords):
                 ),
                 table.update(
                     connection_key(connection_id),
-                    "SET #role = :mac, code = :code, resumable = :yes, expires_at = :exp REMOVE failed_auths",
+                    "SET #role = :mac, code = :code, resumable = :yes, expires_at = :exp, "
+                    "session_expires_at = :session_exp REMOVE failed_auths",
                     {
                         ":mac": {"S": Role.MAC.value},
                         ":code": {"S": code},
                         ":yes": {"BOOL": True},
-                        ":exp": {"N": str(session.expires_at)},
+                        ":exp": {"N": table.expires_at()},
+                        ":session_exp": {"N": str(session.expires_at)},
                     },
                     condition="attribute_not_exists(#role)",
                     names=_ROLE,
@@ -256,8 +258,8 @@ class ResumeRecords(BrowserRecords):
                 table.update(
                     connection_key(connection_id),
                     "SET #role = :browser, code = :code, peer = :peer, mac_connection_id = :mac, "
-                    "admitted = :admitted, resumable = :yes, mac_away = :mac_away, expires_at = :exp "
-                    "REMOVE failed_auths",
+                    "admitted = :admitted, resumable = :yes, mac_away = :mac_away, expires_at = :exp, "
+                    "session_expires_at = :session_exp REMOVE failed_auths",
                     {
                         ":browser": {"S": Role.BROWSER.value},
                         ":code": {"S": code},
@@ -266,7 +268,8 @@ class ResumeRecords(BrowserRecords):
                         ":admitted": {"BOOL": admitted},
                         ":yes": {"BOOL": True},
                         ":mac_away": {"BOOL": session.mac_away},
-                        ":exp": {"N": str(session.expires_at)},
+                        ":exp": {"N": table.expires_at()},
+                        ":session_exp": {"N": str(session.expires_at)},
                     },
                     condition="attribute_not_exists(#role)",
                     names=_ROLE,

@@ -89,12 +89,13 @@ class SessionRecords(BrowserRecords, CounterShards):
             code = session_codes.generate_session_code()
             bind_connection = table.update(
                 connection_key(connection_id),
-                "SET #role = :mac, code = :code, expires_at = :exp" + (", resumable = :resumable" if resumable else ""),
+                "SET #role = :mac, code = :code, expires_at = :exp"
+                + (", resumable = :resumable, session_expires_at = :session_exp" if resumable else ""),
                 {
                     ":mac": {"S": Role.MAC.value},
                     ":code": {"S": code},
-                    ":exp": {"N": expires_at},
-                    **({":resumable": {"BOOL": True}} if resumable else {}),
+                    ":exp": {"N": table.expires_at()},
+                    **({":resumable": {"BOOL": True}, ":session_exp": {"N": expires_at}} if resumable else {}),
                 },
                 condition="attribute_not_exists(#role)",
                 names={"#role": "role"},

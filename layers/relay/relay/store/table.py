@@ -153,6 +153,11 @@ class Table:
         return int(self.clock())
 
     def expires_at(self) -> str:
+        """The TTL of what lives as long as one connection could: a v1 session's items,
+        and every connection record (C#), resumable sessions' included. A connection
+        record thus outlives its connection (API Gateway ends it within two hours),
+        whatever its session's lifetime: when TTL deletes a session's items, in no set
+        order, the record of a connection still open is there to unbind and tell it."""
         return str(self.now() + self.settings.session_ttl_seconds)
 
     def window_start(self) -> int:
