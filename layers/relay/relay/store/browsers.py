@@ -60,8 +60,9 @@ class BrowserRecords(ConnectionRecords):
         address must not have been kicked from it; a mac-client ending, locking or
         kicking concurrently therefore can never leave this browser bound to it. The
         same transaction gives the address's share of the claim back.
-        In a resumable session the browser's records live as long as the session and
-        its peer item keeps the hash of its resume token.
+        In a resumable session the browser's place lives as long as the session and
+        keeps the hash of its resume token (its connection record, as every one, lives
+        as long as the connection could: Table.expires_at).
         """
         table = self.table
         connection_id, session, peer = joining.connection_id, joining.session, joining.peer
