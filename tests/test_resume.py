@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from tests.support.messages import (
     send,
     table_items,
 )
+from tests.support.stream_records import ttl_sweep
 
 # Holders of resumable sessions go away here: their grace timers need the queue.
 pytestmark = pytest.mark.usefixtures("grace_queue")
@@ -427,6 +429,29 @@ def test_a_resumable_sessions_ttl_is_its_max_lifetime_and_ends_it_as_expired(
     assert gateway.last(browser) == protocol.session_closed()
     assert new_mac in gateway.closed_by_relay
     assert active_sessions(gateway) == 0
+
+
+@pytest.mark.parametrize("first", ["sessions", "places"])
+def test_a_browser_still_connected_when_ttl_sweeps_its_resumable_session_away_is_told_once(
+    gateway: Gateway, dynamodb: Any, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """At MaxSessionSeconds, DynamoDB's TTL deletes the session and its places in no set
+    order, perhaps all before the expiry function sees one. The connection record of a
+    browser still connected outlives them (its TTL is the connection's), so the
+    expiry function can still unbind and tell it."""
+    monkeypatch.setenv("MAX_SESSION_SECONDS", "60")
+    mac, code, token = register_resumable(gateway)
+    browser, _, _ = join_resumable(gateway, code)
+    gateway.disconnect(mac)
+    new_mac, _, _ = resumed(gateway, token)
+
+    records = ttl_sweep(dynamodb, time.time() + 120, first)  # past the session's end only
+    assert gateway.deliver_stream_records(records) == {"batchItemFailures": []}
+    assert gateway.sent[browser].count(protocol.session_closed()) == 1
+    assert new_mac in gateway.closed_by_relay
+    assert active_sessions(gateway) == 0
+    assert gateway.deliver_stream_records(records) == {"batchItemFailures": []}  # delivered again
+    assert gateway.sent[browser].count(protocol.session_closed()) == 1
 
 
 def register_token(gateway: Gateway, mac: str) -> str:

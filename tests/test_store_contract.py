@@ -44,7 +44,7 @@ from relay.store.expiry import expired_place_from_record, expired_session_from_r
 
 from tests.support.aws import TABLE_NAME
 from tests.support.memory_store import MemoryStore
-from tests.support.stream_records import ttl_removal_record
+from tests.support.stream_records import ttl_removal_record, ttl_sweep
 
 TTL = 3600
 WINDOW = 600
@@ -100,28 +100,9 @@ def _dynamodb_subject(client: Any) -> Subject:
         return expired_place_from_record(ttl_removal_record(TABLE_NAME, old))
 
     def sweep_by_ttl(first: str) -> list[ExpiredSession | ExpiredPlace]:
-        def kind(item: dict[str, Any]) -> str:
-            if item["pk"]["S"].startswith("C#"):
-                return "connections"
-            if item["pk"]["S"].startswith("S#"):
-                return {"#META": "sessions"}.get(item["sk"]["S"], "places" if item["sk"]["S"].startswith("P#") else "")
-            return ""
-
-        expired = [
-            item
-            for page in client.get_paginator("scan").paginate(TableName=TABLE_NAME)
-            for item in page["Items"]
-            if "expires_at" in item and int(item["expires_at"]["N"]) <= clock()
-        ]
-        expired.sort(key=lambda item: kind(item) != first)
-        records: list[ExpiredSession | ExpiredPlace] = []
-        for item in expired:
-            client.delete_item(TableName=TABLE_NAME, Key={"pk": item["pk"], "sk": item["sk"]})
-            record = ttl_removal_record(TABLE_NAME, item)
-            removal = expired_session_from_record(record) or expired_place_from_record(record)
-            if removal is not None:
-                records.append(removal)
-        return records
+        records = ttl_sweep(client, clock(), first)
+        removals = (expired_session_from_record(r) or expired_place_from_record(r) for r in records)
+        return [removal for removal in removals if removal is not None]
 
     return Subject(
         DynamoDbStore(client, SETTINGS, clock=clock), clock, delete_by_ttl, delete_place_by_ttl, sweep_by_ttl

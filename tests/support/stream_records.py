@@ -79,3 +79,32 @@ def expire_by_ttl(dynamodb: Any, code: str) -> dict[str, Any] | None:
     item["expires_at"] = {"N": str(int(time.time()) - 1)}
     dynamodb.delete_item(TableName=TABLE_NAME, Key=session_key(code))
     return stream_removal_record(item)
+
+
+def _kind(item: Item) -> str:
+    """What a sessions-table item is, as TTL sweeps order them."""
+    if item["pk"]["S"].startswith("C#"):
+        return "connections"
+    if item["pk"]["S"].startswith("S#"):
+        if item["sk"]["S"] == "#META":
+            return "sessions"
+        if item["sk"]["S"].startswith("P#"):
+            return "places"
+    return "other"
+
+
+def ttl_sweep(dynamodb: Any, at: float, first: str) -> list[dict[str, Any]]:
+    """Do what DynamoDB's TTL may do by `at`: delete every item whose expires_at has
+    passed, all before any stream record is handled, those of kind `first` ("sessions",
+    "places" or "connections") first. TTL keeps no order. Returns the stream records,
+    in the order of the deletions."""
+    expired = [
+        item
+        for page in dynamodb.get_paginator("scan").paginate(TableName=TABLE_NAME, ConsistentRead=True)
+        for item in page["Items"]
+        if "expires_at" in item and int(item["expires_at"]["N"]) <= at
+    ]
+    expired.sort(key=lambda item: _kind(item) != first)
+    for item in expired:
+        dynamodb.delete_item(TableName=TABLE_NAME, Key={"pk": item["pk"], "sk": item["sk"]})
+    return [stream_removal_record(item) for item in expired]
