@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.support.files import ROOT
 from tests.support.relay_local import (
     EFFECT_TIMEOUT,
     FIXTURES,
@@ -58,18 +55,6 @@ def wait_for(record_dir: Path, source: str, count: int) -> list[dict[str, Any]]:
         if len(records) >= count or time.monotonic() > deadline:
             return records
         time.sleep(0.05)
-
-
-def control(relay: RelayLocalProcess, *arguments: str) -> Any:
-    completed = subprocess.run(
-        [sys.executable, "-m", "relay_local", *arguments, "--url", relay.http_url],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=EFFECT_TIMEOUT,
-        check=True,
-    )
-    return json.loads(completed.stdout)
 
 
 def queue_url(name: str) -> str:
@@ -147,14 +132,14 @@ def test_stream_delivers_ttl_removals_only_through_the_filter(relay: RelayLocalP
                 }
             ]
         )
-    assert control(relay, "expire") == {"deleted": {"local-Items": 1}}
+    assert relay.control("expire") == {"deleted": {"local-Items": 1}}
     records = [item for record in wait_for(record_dir, "expiry", 1) for item in record["event"]["Records"]]
     assert [record["dynamodb"]["Keys"] for record in records] == [{"id": {"S": "stale"}}]
     assert records[0]["userIdentity"] == {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
     assert records[0]["eventName"] == "REMOVE"
     assert records[0]["dynamodb"]["OldImage"]["expires"] == {"N": past}
     # --in: the clock ahead, so the fresh item's TTL has passed too.
-    assert control(relay, "expire", "--in", "7200") == {"deleted": {"local-Items": 1}}
+    assert relay.control("expire", "--in", "7200") == {"deleted": {"local-Items": 1}}
     records = [item for record in wait_for(record_dir, "expiry", 2) for item in record["event"]["Records"]]
     assert [record["dynamodb"]["Keys"]["id"]["S"] for record in records] == ["stale", "fresh"]
 
@@ -171,9 +156,9 @@ def test_sns_topic_delivers_to_its_subscribed_function(relay: RelayLocalProcess,
 
 def test_a_schedule_fires_on_demand_only(relay: RelayLocalProcess, record_dir: Path) -> None:
     assert read_records(record_dir, "tick") == []  # rate(1 hour) never fires by itself
-    answer = control(relay, "schedule", "TickFunction.Tick")
+    answer = relay.control("schedule", "TickFunction.Tick")
     assert answer["status"] == "ok"
     assert [record["event"] for record in wait_for(record_dir, "tick", 1)] == [{"tick": True}]
-    assert control(relay, "schedule", "Tick")["status"] == "ok"  # the event id alone names it too
+    assert relay.control("schedule", "Tick")["status"] == "ok"  # the event id alone names it too
     with pytest.raises(subprocess.CalledProcessError):
-        control(relay, "schedule", "Nope")
+        relay.control("schedule", "Nope")

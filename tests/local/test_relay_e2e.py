@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import traceback
 import urllib.request
 from collections import Counter
@@ -352,13 +350,8 @@ def test_a_session_the_ttl_removes_is_ended_by_the_expiry_function(relay: RelayL
     async def scenario() -> tuple[dict[str, Any], int | None]:
         mac, code, _browsers = await paired(relay, browsers=0)
         ahead = str(protocol.DEFAULT_SESSION_TTL_SECONDS + 60)
-        completed = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "relay_local", "expire", "--in", ahead, "--url", relay.http_url],
-            capture_output=True,
-            check=True,
-        )
-        assert json.loads(completed.stdout)["deleted"]["local-SessionsTable"] > 0, completed.stdout
+        answer = await asyncio.to_thread(relay.control, "expire", "--in", ahead)
+        assert answer["deleted"]["local-SessionsTable"] > 0, answer
         # The expiry function closes the mac-client's connection through the Management API
         # (its endpoint: the template's !Sub https://${RelayApi}.execute-api...).
         with pytest.raises(ConnectionClosed):

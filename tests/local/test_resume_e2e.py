@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,8 +38,9 @@ GRACE_SECONDS = 2
 GRACE_LATENESS_SECONDS = 15.0
 
 
-def _start(*overrides: str, extra: tuple[str, ...] = ()) -> RelayLocalProcess:
-    return start_relay_local(
+def _serving(*overrides: str, extra: tuple[str, ...] = ()) -> Iterator[RelayLocalProcess]:
+    """The project's relay for one test (`yield from` it in a fixture); it must stop cleanly."""
+    process = start_relay_local(
         "--template",
         str(ROOT / "template.yaml"),
         "--ws-port",
@@ -55,20 +54,18 @@ def _start(*overrides: str, extra: tuple[str, ...] = ()) -> RelayLocalProcess:
         "AuthFailuresPerIp=10000",
         *overrides,
     )
+    yield process
+    assert process.stop() == 0, process.output()
 
 
 @pytest.fixture
 def short_connections_relay() -> Iterator[RelayLocalProcess]:
-    process = _start(extra=("--max-connection-duration", str(MAX_CONNECTION_SECONDS)))
-    yield process
-    assert process.stop() == 0, process.output()
+    yield from _serving(extra=("--max-connection-duration", str(MAX_CONNECTION_SECONDS)))
 
 
 @pytest.fixture
 def short_grace_relay() -> Iterator[RelayLocalProcess]:
-    process = _start(f"ResumeGraceSeconds={GRACE_SECONDS}")
-    yield process
-    assert process.stop() == 0, process.output()
+    yield from _serving(f"ResumeGraceSeconds={GRACE_SECONDS}")
 
 
 class Side:
@@ -194,12 +191,7 @@ def test_a_pairing_survives_forced_closes_with_frames_both_ways_in_order_once_ea
     assert mac.frames == to_mac
     assert browser.frames == to_browser
     assert len(mac.close_codes) >= ROUNDS + 1
-    assert _active_sessions(relay) == 0
-
-
-def _active_sessions(relay: RelayLocalProcess) -> int:
-    with urllib.request.urlopen(f"{relay.http_url}/debug/sessions", timeout=EFFECT_TIMEOUT) as response:
-        return int(response.read().decode().rsplit(":", 1)[1])
+    assert relay.active_sessions() == 0
 
 
 def test_an_away_mac_clients_session_ends_at_grace_and_a_silent_browser_is_told(
@@ -218,7 +210,7 @@ def test_an_away_mac_clients_session_ends_at_grace_and_a_silent_browser_is_told(
         await browser.next("authenticated")
         await mac.close()  # a close without `end`: away, not gone
         await browser.next("peer_away")
-        counted_while_away = _active_sessions(relay)
+        counted_while_away = relay.active_sessions()
         # The browser sends nothing; the grace timer tells it.
         closed = await browser.next("session_closed", timeout=GRACE_SECONDS + GRACE_LATENESS_SECONDS)
         late = Side(relay)
@@ -233,7 +225,7 @@ def test_an_away_mac_clients_session_ends_at_grace_and_a_silent_browser_is_told(
     assert closed == {"type": "session_closed"}
     assert refused["error"] == "invalid_token"
     assert counted_while_away == 1
-    assert _active_sessions(relay) == 0
+    assert relay.active_sessions() == 0
 
 
 def test_an_away_browser_is_removed_at_grace_and_the_mac_client_told(short_grace_relay: RelayLocalProcess) -> None:
@@ -262,9 +254,7 @@ def test_an_away_browser_is_removed_at_grace_and_the_mac_client_told(short_grace
 
 @pytest.fixture
 def relay_with_limits() -> Iterator[RelayLocalProcess]:
-    process = _start("MaxAuthAttempts=5")
-    yield process
-    assert process.stop() == 0, process.output()
+    yield from _serving("MaxAuthAttempts=5")
 
 
 def test_a_token_resumes_once_and_end_voids_every_token_while_a_browser_is_away(
@@ -291,7 +281,7 @@ def test_a_token_resumes_once_and_end_voids_every_token_while_a_browser_is_away(
         ended = await mac.next("ended")
         after_end = await _attempt(relay, browser.token)  # the browser's latest token, void with the session
         await mac.close()
-        return resumed, reused, ended, after_end, _active_sessions(relay)
+        return resumed, reused, ended, after_end, relay.active_sessions()
 
     resumed, reused, ended, after_end, active = asyncio.run(scenario())
     assert resumed["type"] == "resumed"
@@ -326,9 +316,7 @@ def test_bad_tokens_count_against_the_guessing_limit_and_close_the_connection(
 
 @pytest.fixture
 def relay() -> Iterator[RelayLocalProcess]:
-    process = _start()
-    yield process
-    assert process.stop() == 0, process.output()
+    yield from _serving()
 
 
 async def _paired(relay: RelayLocalProcess) -> tuple[Side, Side, str, str]:
@@ -384,7 +372,7 @@ def test_two_resumes_racing_with_one_token_exactly_one_wins(relay: RelayLocalPro
     assert next(a for a in answers if a["type"] == "error")["error"] == "invalid_token"
     assert winner_frames == ["to the winner"]
     assert browser_saw.count("peer_back") == 1
-    assert _active_sessions(relay) == 0
+    assert relay.active_sessions() == 0
 
 
 def test_a_browsers_token_never_resumes_the_mac_client(relay: RelayLocalProcess) -> None:
@@ -414,9 +402,7 @@ DISCONNECT_DELAY_SECONDS = 5.0
 @pytest.fixture
 def late_disconnect_relay() -> Iterator[RelayLocalProcess]:
     # DEBUG: relay-local's REPORT line tells when each $disconnect invocation has ended.
-    process = _start(extra=("--disconnect-delay", str(DISCONNECT_DELAY_SECONDS), "--log-level", "DEBUG"))
-    yield process
-    assert process.stop() == 0, process.output()
+    yield from _serving(extra=("--disconnect-delay", str(DISCONNECT_DELAY_SECONDS), "--log-level", "DEBUG"))
 
 
 def _disconnects_ended(relay: RelayLocalProcess) -> int:
@@ -452,7 +438,7 @@ def test_a_410_before_the_disconnect_holds_the_frame_and_the_late_disconnect_kee
         await mac.next("frame")
         await mac.send({"action": "send", "data": "still here"})
         await browser.next("frame")
-        active = _active_sessions(relay)
+        active = relay.active_sessions()
         await mac.send({"action": "end"})
         await mac.next("ended")
         await mac.close()
@@ -476,9 +462,7 @@ MAX_HELD_FRAMES = 3
 def one_worker_relay() -> Iterator[RelayLocalProcess]:
     # One worker per function: a connection's messages are handled in the order sent, so
     # which frames are held and which are refused does not depend on scheduling.
-    process = _start(f"MaxHeldFrames={MAX_HELD_FRAMES}", extra=("--workers-per-function", "1"))
-    yield process
-    assert process.stop() == 0, process.output()
+    yield from _serving(f"MaxHeldFrames={MAX_HELD_FRAMES}", extra=("--workers-per-function", "1"))
 
 
 def test_frames_beyond_max_held_frames_are_refused_with_peer_away_and_never_delivered(
@@ -575,7 +559,7 @@ def test_leave_and_end_take_effect_at_once(relay: RelayLocalProcess, resumable: 
         await mac.send({"action": "end"})
         ended = await mac.next("ended")
         closed = await staying.next("session_closed")
-        active = _active_sessions(relay)
+        active = relay.active_sessions()
         for side in (mac, leaving, staying):
             await side.close()
         return left, peer_left, ended, closed, active, len(leaving.token), peers[0]
@@ -598,18 +582,7 @@ MAX_SESSION_SECONDS = 60
 
 @pytest.fixture
 def short_lived_sessions_relay() -> Iterator[RelayLocalProcess]:
-    process = _start(f"MaxSessionSeconds={MAX_SESSION_SECONDS}")
-    yield process
-    assert process.stop() == 0, process.output()
-
-
-def _ttl_passes(relay: RelayLocalProcess, ahead: float) -> dict[str, Any]:
-    """relay-local's TTL simulation with the clock `ahead` seconds on (`relay-local expire --in`)."""
-    url = f"{relay.http_url}/_relay-local/expire?at={time.time() + ahead}"
-    request = urllib.request.Request(url, method="POST", data=b"")
-    with urllib.request.urlopen(request, timeout=EFFECT_TIMEOUT) as response:
-        answer: dict[str, Any] = json.loads(response.read())
-    return answer
+    yield from _serving(f"MaxSessionSeconds={MAX_SESSION_SECONDS}")
 
 
 def test_a_resumable_session_lives_max_session_seconds_across_resumes_then_ends_as_expired(
@@ -634,13 +607,13 @@ def test_a_resumable_session_lives_max_session_seconds_across_resumes_then_ends_
         await mac.next("frame")
         # Past MaxSessionSeconds from registration: the resumable session ends as expired,
         # the v1 session (its TTL is SessionTtlSeconds) lives on.
-        _ttl_passes(relay, MAX_SESSION_SECONDS + 60)
+        await asyncio.to_thread(relay.control, "expire", "--in", str(MAX_SESSION_SECONDS + 60))
         await browser.next("session_closed")
         await asyncio.wait_for(mac.closed.wait(), EFFECT_TIMEOUT)
         refused = await _attempt(relay, mac.token)
         await v1_mac.send({"action": "ping"})
         await v1_mac.next("pong")
-        active = _active_sessions(relay)  # the v1 session's
+        active = relay.active_sessions()  # the v1 session's
         await v1_mac.close()
         await browser.close()
         told = [m["type"] for m in browser.received]

@@ -132,6 +132,19 @@ class RelayLocalProcess:
     def output(self) -> str:
         return "\n".join(["--- stdout", *self.stdout_lines, "--- stderr", *self.stderr_lines])
 
+    def control(self, *arguments: str) -> Any:
+        """A relay-local command for this running relay (`expire --in 60`, `schedule NAME`),
+        run as a user runs it; its JSON answer."""
+        completed = subprocess.run(
+            [sys.executable, "-m", "relay_local", *arguments, "--url", self.http_url],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=EFFECT_TIMEOUT,
+            check=True,
+        )
+        return json.loads(completed.stdout)
+
     def active_sessions(self) -> int:
         """What the relay's debug function answers: `Active sessions: N`."""
         with urllib.request.urlopen(f"{self.http_url}/debug/sessions", timeout=EFFECT_TIMEOUT) as response:
