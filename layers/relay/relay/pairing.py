@@ -447,11 +447,12 @@ class Relay:
             self.connections.post(expired.connection_id, protocol.session_closed())
 
     def remove_browser(self, browser: BrowserConnection) -> None:
-        if not self.store.remove_browser(browser):
-            return
-        if browser.mac_away:
-            return  # it learns who is left from `resumed`
-        self._tell_mac(browser, protocol.peer_left(browser.peer))
+        if self.store.remove_browser(browser):
+            self._tell_mac_it_left(browser)
+
+    def _tell_mac_it_left(self, browser: BrowserConnection) -> None:
+        if not browser.mac_away:  # an away mac-client learns who is left from `resumed`
+            self._tell_mac(browser, protocol.peer_left(browser.peer))
 
     # ---- resumable sessions ----------------------------------------------------
 
@@ -632,14 +633,12 @@ class Relay:
         if not isinstance(connection, BrowserConnection):
             self.reply_error(connection_id, ErrorCode.NOT_BOUND)
             return
-        if self.store.remove_browser(connection):
+        removed = self.store.remove_browser(connection)
+        if removed:
             logger.info("browser left", extra={"peer": connection.peer})
-            self.reply(connection_id, protocol.left())
-            if connection.mac_away:
-                return
-            self._tell_mac(connection, protocol.peer_left(connection.peer))
-        else:
-            self.reply(connection_id, protocol.left())
+        self.reply(connection_id, protocol.left())  # a repeated leave is answered the same
+        if removed:
+            self._tell_mac_it_left(connection)
 
     def grace_expired(self, absence: Absence) -> None:
         """The grace timer fired: if the holder is still away on that same connection,
